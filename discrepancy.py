@@ -1,0 +1,366 @@
+"""Modality semantic knowledge discrepancy D(M^s, M^t): Definition 2.1, App. A.4 (Eq. 10-11, Alg. 2), Fig. 4.
+
+Paper: "Learning Modality Knowledge Alignment for Cross-Modality Transfer", Ma et al., ICML 2024,
+arXiv 2406.18864. Sections: §2.3 (Definition 2.1), Appendix A.4 (Eq. 10, Eq. 11, Alg. 2), Fig. 4.
+
+Definition 2.1:  D(M^s, M^t) = inf_{π, B} d( P(Y^s_{π,B} | X̂), P(Y^t | X̂) ),  B ⊂ Y^s, |B| = |Y^t|.
+App. A.4 makes it computable: each target sample x^t_i goes through the target embedder into X̂ and then
+through the COMPLETE source model (encoder + its own classifier) giving source logits z^s_i; within a
+subset B the source "label" is y^s_{i,B} = argmax_{k∈B} [z^s_i]_k; d is the 0-1 mismatch (Eq. 10) averaged
+over the n_t target samples (Eq. 11); the infimum over (π, B) is replaced by the minimum over I = 100,000
+random experiments, each drawing a random B and a random π (Alg. 2).
+
+Two estimators, one entry point (`modality_discrepancy` / `discrepancy_details`):
+  method="random"      the paper's Alg. 2, vectorised over chunks of experiments, seeded.
+  method="assignment"  ours: for a fixed B the best π is an assignment problem on the contingency table
+                       C[b, t] = #{i : y^s_{i,B} = B[b], y^t_i = t}; maximising the matched mass with
+                       scipy's linear_sum_assignment gives min_π D(π, B) = 1 - max_match / n_t EXACTLY.
+                       It scores the SAME random subsets as method="random" with the same seed (hence is
+                       never larger, see `discrepancy_details`), then improves the best subset by local
+                       search (swap one class of B for one outside B). With exhaustive=True it enumerates
+                       every B and returns the exact D of Definition 2.1 under the Eq. (10)-(11) choice of d.
+
+Paper symbol -> code name -> shape
+  z^s_i, i = 1..n_t            source_logits / z        (n_t, |Y^s|)   complete source model, target inputs
+  y^t_i                        target_labels / y        (n_t,)         ints in [0, |Y^t|)
+  |Y^s|, |Y^t|                 S, T                     ints, S >= T (the §2.3 assumption)
+  B = Y^s_B                    B / "subset"             (T,)           ordered: slot b holds class B[b]
+  y^s_{i,B}                    pred / slot              (n_t,)         class / its position b in B
+  π                            pi / "permutation"       (T,)           target t is matched with slot pi[t]
+  Y^s_{π,B} = π(Y^s_B)         "matching"               (T,)           source class matched with target t
+  I                            num_experiments          int            100,000 in App. A.4
+  d(.,.) (Eq. 10)              0-1 mismatch             (n_t,)
+  D(M^s, M^t) (Eq. 11, min)    return value             float in [0, 1]
+  (ours) contingency table     C                        (T, T)         C[b, t]
+
+Tie rule (the paper does not give one): argmax_{k∈B} picks the highest logit and, among equal logits, the
+LOWEST source class index, whatever the order of B. This makes y^s_{i,B} a function of the set B.
+
+The command line (`python discrepancy.py --task TASK ...`) is at the end of the file; it imports torch and
+the sibling modules (backbones, data, embedders) lazily, so the estimator needs only numpy and scipy.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------------------
+# constants
+
+METHODS = ("random", "assignment")
+NUM_EXPERIMENTS = 100_000  # App. A.4: "we conduct random experiment for 100,000 times"
+LOCAL_SEARCH_STEPS = 1000  # (ours) most accepted swaps of the local search after the random subsets
+MAX_EXHAUSTIVE = 2_000_000  # (ours) most subsets C(|Y^s|, |Y^t|) exhaustive=True will enumerate
+_CHUNK_CELLS = 1 << 19  # experiments per chunk * n_t: bounds the (chunk, n_t) work arrays (~2-4 MB each)
+
+
+class DiscrepancyError(ValueError):
+    """Bad input to the discrepancy estimator or its command line; the message is one line."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers: input checks, rank tables, the random draws of Alg. 2, argmax within B for many subsets
+
+
+def _check_inputs(source_logits, target_labels, num_target_classes):
+    """-> z (n_t, S) float, y (n_t,) int64, S, T. Enforces shapes, label range and |Y^s| >= |Y^t|."""
+    z = np.asarray(source_logits)
+    if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] == 0:
+        raise DiscrepancyError(f"source_logits must be a non-empty 2-D array (n_t, |Y^s|); got shape {z.shape}")
+    if not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
+        raise DiscrepancyError(f"source_logits must be real numbers; got dtype {z.dtype}")
+    if not np.issubdtype(z.dtype, np.floating):
+        z = z.astype(np.float64)
+    if not np.isfinite(z).all():
+        raise DiscrepancyError("source_logits contain NaN or inf; check the source model's outputs")
+    y = np.asarray(target_labels)
+    if y.ndim != 1 or y.shape[0] != z.shape[0]:
+        raise DiscrepancyError(
+            f"target_labels must have shape (n_t,) = ({z.shape[0]},) to match source_logits; got {y.shape}"
+        )
+    if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
+        y = y.astype(np.int64)
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DiscrepancyError(f"target_labels must be integer class indices; got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    n, S = z.shape
+    T = int(y.max()) + 1 if num_target_classes is None else int(num_target_classes)
+    if T < 1 or y.min() < 0 or y.max() >= T:
+        raise DiscrepancyError(
+            f"target_labels must lie in [0, {T}) (|Y^t| = {T}); found range [{y.min()}, {y.max()}]"
+        )
+    if S < T:
+        raise DiscrepancyError(
+            f"Definition 2.1 assumes |Y^s| >= |Y^t|; got |Y^s| = {S} source classes < |Y^t| = {T} target classes"
+        )
+    return z, y, S, T
+
+
+def _rank_tables(z, block=1024):
+    """Rank form of the logits, so that argmax within any B is a running minimum of small integers.
+
+    rank_t[k, i] = position of class k when sample i's logits are sorted high -> low (ties: lower k first);
+    order_t[r, i] = the class at position r. Both (S, n_t), int16 when S fits (less memory traffic).
+    """
+    n, S = z.shape
+    dtype = np.int16 if S <= np.iinfo(np.int16).max else np.int32
+    rank_t = np.empty((S, n), dtype)
+    order_t = np.empty((S, n), dtype)
+    positions = np.arange(S, dtype=dtype)
+    for lo in range(0, n, block):  # blocks keep argsort's int64 output small for |Y^s| ~ 22k classes
+        order = np.argsort(-z[lo:lo + block], axis=1, kind="stable")  # (b, S) stable: ties -> lower class
+        order_t[:, lo:lo + block] = order.T
+        rank = np.empty(order.shape, dtype)
+        np.put_along_axis(rank, order, positions[None, :], axis=1)
+        rank_t[:, lo:lo + block] = rank.T
+    return rank_t, order_t
+
+
+def _draw_experiments(rng, c, S, T):
+    """Alg. 2's random draws for c experiments: a random subset B (|B| = T) and a random permutation π.
+
+    Each experiment consumes S + T uniforms in row-major order (so results do not depend on the chunk size):
+    B = the T classes with the smallest of the first S keys, in key order; π = argsort of the last T keys.
+    """
+    keys = rng.random((c, S + T))  # (c, S + T)
+    part = np.argpartition(keys[:, :S], T - 1, axis=1)[:, :T] if T < S else np.tile(np.arange(S), (c, 1))
+    order = np.argsort(np.take_along_axis(keys[:, :S], part, axis=1), axis=1)
+    B = np.take_along_axis(part, order, axis=1)  # (c, T) random ordered subset of source classes
+    pi = np.argsort(keys[:, S:], axis=1)  # (c, T) pi[e, t] = slot of B[e] matched with target label t
+    return B, pi
+
+
+def _predicted_slots(rank_t, order_t, B):
+    """slot[e, i] = b such that B[e, b] = y^s_{i,B_e} = argmax_{k ∈ B_e} z_ik (Eq. 10's source label).  (c, n_t)"""
+    c, T = B.shape
+    S, n = rank_t.shape
+    best = rank_t[B[:, 0]].copy()  # (c, n) best (smallest) rank seen so far within B
+    for b in range(1, T):
+        np.minimum(best, rank_t[B[:, b]], out=best)
+    pred = order_t[best, np.arange(n)[None, :]].astype(np.intp)  # (c, n) y^s_{i,B} as a source class
+    pos = np.full((c, S), -1, np.intp)
+    np.put_along_axis(pos, B, np.broadcast_to(np.arange(T), B.shape), axis=1)  # pos[e, B[e, b]] = b
+    return np.take_along_axis(pos, pred, axis=1)  # (c, n)
+
+
+def _contingency(slot, y, T):
+    """C[e, b, t] = #{i : slot[e, i] = b, y_i = t}.  slot (c, n_t) -> C (c, T, T)."""
+    c = slot.shape[0]
+    cell = (np.arange(c)[:, None] * T + slot) * T + y[None, :]
+    return np.bincount(cell.ravel(), minlength=c * T * T).reshape(c, T, T)
+
+
+def _best_matching(C):
+    """max_π Σ_t C[π(t), t] by linear_sum_assignment -> (matched mass, pi) with pi[t] = slot for target t."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(C, maximize=True)
+    pi = np.empty(C.shape[1], np.intp)
+    pi[cols] = rows
+    return int(C[rows, cols].sum()), pi
+
+
+def subset_discrepancy(source_logits, target_labels, subset, permutation=None, *, num_target_classes=None):
+    """D for ONE subset B: Eq. (11) with the given π, or min over all π (assignment) when permutation=None.
+
+    subset: (|Y^t|,) distinct source classes, slot b holds subset[b]; permutation: (|Y^t|,) pi[t] = slot of
+    target t. Returns (D, pi). Plain reference for users and tests; the search loops below are vectorised.
+    """
+    z, y, S, T = _check_inputs(source_logits, target_labels, num_target_classes)
+    B = np.asarray(subset, dtype=np.intp).reshape(1, -1)
+    if B.shape[1] != T or len(set(B[0].tolist())) != T or B.min() < 0 or B.max() >= S:
+        raise DiscrepancyError(f"subset must hold {T} distinct source classes in [0, {S}); got {B[0].tolist()}")
+    slot = _predicted_slots(*_rank_tables(z), B)[0]  # (n,)
+    if permutation is None:
+        matched, pi = _best_matching(_contingency(slot[None], y, T)[0])
+        return 1.0 - matched / len(y), pi
+    pi = np.asarray(permutation, dtype=np.intp)
+    if sorted(pi.tolist()) != list(range(T)):
+        raise DiscrepancyError(f"permutation must be a permutation of range({T}); got {pi.tolist()}")
+    # Eq. (10)-(11): D = 1/n_t Σ_i 1[y^s_{i,B} != π(y^t_i)]
+    return float(np.mean(slot != pi[y])), pi
+
+
+# ---------------------------------------------------------------------------------------------------------
+# local search over subsets (ours): swap one class of B for one outside B, matching held fixed
+
+
+def _swap_gains(rank_t, y, B, pi):
+    """Matched mass after every single swap (slot o of B <- class k outside B), with π held fixed.
+
+    Returns (N (K', T), outside (K',), current matched mass). Exact under the tie rule, because a class
+    k beats the best class of B for sample i iff rank(k) < rank(best). With a1/a2 the best / second-best
+    slot of B for sample i, h1/h2 whether those are matched with y_i, Q[i, o] = 1[y_i is matched with slot o]:
+      N[k, o] = Σ_{i: a1≠o} (k beats a1 ? Q[i,o] : h1_i) + Σ_{i: a1=o} (k beats a2 ? Q[i,o] : h2_i).
+    """
+    T = B.shape[0]
+    S, n = rank_t.shape
+    ar = np.arange(n)
+    ftype = np.float32 if n < (1 << 24) else np.float64  # exact integer counts in the matmuls
+    RB = rank_t[B].astype(np.int64)  # (T, n)
+    a1 = RB.argmin(0)
+    r1 = RB[a1, ar]
+    if T > 1:
+        RB[a1, ar] = S
+        a2 = RB.argmin(0)
+        r2 = RB[a2, ar]
+    else:  # removing the only class of B: the incoming class wins every sample
+        a2, r2 = a1, np.full(n, S)
+    sigma = np.empty(T, np.intp)
+    sigma[pi] = np.arange(T)  # sigma[slot] = target matched with that slot
+    Q = (y[:, None] == sigma[None, :]).astype(ftype)  # (n, T)
+    h1, h2 = Q[ar, a1], Q[ar, a2]  # (n,)
+    P = np.zeros((n, T), ftype)
+    P[ar, a1] = 1.0  # (n, T) one-hot of the best slot
+    current = h1.sum()
+    base = current - (P * h1[:, None]).sum(0) + (P * h2[:, None]).sum(0)  # (T,) k never wins
+    in_B = np.zeros(S, bool)
+    in_B[B] = True
+    outside = np.flatnonzero(~in_B)  # (K',)
+    R_out = rank_t[outside]  # (K', n)
+    M1 = (R_out < r1[None, :]).astype(ftype)  # (K', n) class k beats the best class of B for sample i
+    M2 = (R_out < r2[None, :]).astype(ftype)  # (K', n) ... beats the second best
+    N = base[None, :] + M1 @ ((1.0 - P) * (Q - h1[:, None])) + M2 @ (P * (Q - h2[:, None]))  # (K', T)
+    return N, outside, int(round(current))
+
+
+def _local_search(rank_t, order_t, y, B, pi, matched, max_steps):
+    """Best-improvement swaps until none raises the matched mass (or max_steps); re-solve π after each."""
+    n, T = len(y), len(B)
+    history = []
+    for _ in range(max_steps):
+        if T == len(rank_t) or matched == n:
+            break
+        N, outside, _ = _swap_gains(rank_t, y, B, pi)
+        k, o = np.unravel_index(np.argmax(N), N.shape)
+        if N[k, o] <= matched + 0.5:  # no swap matches more samples under the current π
+            break
+        B_new = B.copy()
+        B_new[o] = outside[k]
+        slot = _predicted_slots(rank_t, order_t, B_new[None])
+        m_new, pi_new = _best_matching(_contingency(slot, y, T)[0])  # >= N[k, o] > matched
+        if m_new <= matched:  # cannot happen under the exact tie rule; guard anyway
+            break
+        B, pi, matched = B_new, pi_new, m_new
+        history.append(1.0 - matched / n)
+    return B, pi, matched, history
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the estimators (Alg. 2 and ours)
+
+
+def discrepancy_details(source_logits, target_labels, num_experiments=NUM_EXPERIMENTS, method="random", seed=0,
+                        *, num_target_classes=None, exhaustive=False, local_search_steps=LOCAL_SEARCH_STEPS,
+                        chunk_size=None, progress=True):
+    """Estimate D(M^s, M^t) (Definition 2.1 with Eq. 10-11) and return how it was found.
+
+    source_logits: (n_t, |Y^s|) logits of the complete source model on the embedded target samples.
+    target_labels: (n_t,) ints in [0, |Y^t|) (|Y^t| = num_target_classes, default max label + 1).
+    method="random": Alg. 2. For e = 1..I draw B_e and π_e (numpy Generator seeded by `seed`) and return
+        min_e (1/n_t) Σ_i 1[y^s_{i,B_e} != π_e(y^t_i)].
+    method="assignment": the same I subsets B_e (same seed -> the same draws), each scored by
+        min_π D(π, B_e) = 1 - max_π Σ_t C_e[π(t), t] / n_t, solved exactly by linear_sum_assignment; then a
+        local search from the best subset (at most `local_search_steps` improving swaps).
+        It NEVER returns more than method="random" with the same seed and num_experiments: for every B_e
+        the assignment is optimal over all permutations, including the π_e the random search drew, so
+        min_π D(π, B_e) <= D(π_e, B_e) for each e, hence also for the minimum over e; the local search
+        only accepts strict decreases. Subsets whose bound 1 - min(Σ_b max_t C[b,t], Σ_t max_b C[b,t]) / n_t
+        already reaches the best value so far skip the assignment solve (exact pruning).
+        exhaustive=True scores every subset (C(|Y^s|, |Y^t|) <= MAX_EXHAUSTIVE) instead: this is the exact
+        infimum over (π, B) of Definition 2.1 for the 0-1 mismatch d.
+    The random draws: each experiment uses |Y^s| + |Y^t| uniforms (see _draw_experiments), so the result
+    does not depend on chunk_size. Returns a dict with
+      discrepancy (float), method, subset (T,) source classes, permutation (T,) pi[t] = slot of target t,
+      matching (T,) source class matched with target t (= subset[permutation]), curve (running minimum over
+      the subsets scored, in order), num_subsets, num_assignments, local_search_history, and for the
+      random draws also random_values (D(π_e, B_e) per experiment) and random_discrepancy (their minimum,
+      which is what method="random" returns). n_t, num_source_classes, num_target_classes, seed.
+    """
+    if method not in METHODS:
+        raise DiscrepancyError(f"method must be one of {METHODS}; got {method!r}")
+    if exhaustive and method != "assignment":
+        raise DiscrepancyError("exhaustive=True enumerates subsets with exact permutations: use method='assignment'")
+    z, y, S, T = _check_inputs(source_logits, target_labels, num_target_classes)
+    n = len(y)
+    if exhaustive:
+        total = math.comb(S, T)
+        if total > MAX_EXHAUSTIVE:
+            raise DiscrepancyError(f"exhaustive search needs C({S}, {T}) = {total} subsets > {MAX_EXHAUSTIVE}; "
+                                   "use exhaustive=False (random subsets + local search)")
+        combos = itertools.combinations(range(S), T)
+    else:
+        total = int(num_experiments)
+        if total < 1:
+            raise DiscrepancyError(f"num_experiments must be >= 1; got {num_experiments}")
+    rng = np.random.default_rng(seed)
+    rank_t, order_t = _rank_tables(z)
+    c_max = int(chunk_size) if chunk_size else max(1, min(4096, _CHUNK_CELLS // n))
+
+    curve = np.empty(total)  # running minimum over scored subsets
+    random_values = None if exhaustive else np.empty(total)
+    best = (np.inf, None, None)  # (D, B, pi)
+    n_assign = 0
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, disable=not progress, desc=f"D(M^s,M^t) [{method}]", unit="subset", leave=False)
+    done = 0
+    while done < total:
+        c = min(c_max, total - done)
+        if exhaustive:
+            B = np.array(list(itertools.islice(combos, c)), dtype=np.intp).reshape(c, T)
+        else:
+            B, pi = _draw_experiments(rng, c, S, T)  # Alg. 2: random subset B and permutation π
+        C = _contingency(_predicted_slots(rank_t, order_t, B), y, T)  # (c, T, T)
+        if not exhaustive:
+            # Eq. (10)-(11) for each experiment: D_e = 1 - (1/n_t) Σ_t C_e[π_e(t), t]
+            matched = C[np.arange(c)[:, None], pi, np.arange(T)[None, :]].sum(1)  # (c,)
+            random_values[done:done + c] = 1.0 - matched / n
+        if method == "random":
+            e = int(np.argmin(random_values[done:done + c]))
+            if random_values[done + e] < best[0]:
+                best = (random_values[done + e], B[e].copy(), pi[e].copy())
+            curve[done:done + c] = np.minimum.accumulate(random_values[done:done + c])
+        else:
+            # bound on the matched mass of the best matching: each slot / each target matched at most once
+            upper = np.minimum(C.max(2).sum(1), C.max(1).sum(1))  # (c,)
+            for e in range(c):
+                if 1.0 - upper[e] / n < best[0]:
+                    m, p = _best_matching(C[e])
+                    n_assign += 1
+                    if 1.0 - m / n < best[0]:
+                        best = (1.0 - m / n, B[e].copy(), p)
+                curve[done + e] = best[0]
+        if done > 0:
+            curve[done:done + c] = np.minimum(curve[done:done + c], curve[done - 1])
+        done += c
+        bar.update(c)
+    bar.close()
+
+    D, B_best, pi_best = best
+    history = []
+    if method == "assignment" and not exhaustive and local_search_steps > 0:
+        matched0 = int(round((1.0 - D) * n))
+        B_best, pi_best, matched, history = _local_search(rank_t, order_t, y, B_best, pi_best, matched0,
+                                                          int(local_search_steps))
+        D = 1.0 - matched / n
+    out = {
+        "discrepancy": float(D), "method": method, "subset": np.asarray(B_best),
+        "permutation": np.asarray(pi_best), "matching": np.asarray(B_best)[np.asarray(pi_best)],
+        "curve": curve, "num_subsets": total, "num_assignments": n_assign,
+        "local_search_history": history, "n_t": n, "num_source_classes": S, "num_target_classes": T,
+        "seed": seed, "exhaustive": bool(exhaustive),
+    }
+    if random_values is not None:
+        out["random_values"] = random_values
+        out["random_discrepancy"] = float(random_values.min())
+    return out
+
+
+def modality_discrepancy(source_logits, target_labels, num_experiments=NUM_EXPERIMENTS, method="random", seed=0,
+                         **kwargs):
+    """D(M^s, M^t) of Definition 2.1 as a float in [0, 1]; see discrepancy_details for the arguments."""
+    return discrepancy_details(source_logits, target_labels, num_experiments, method, seed, **kwargs)["discrepancy"]
