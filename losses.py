@@ -13,10 +13,24 @@ Paper map
 | §4.4 Table 6  "Contrastive Loss"       | `supcon_loss` (Khosla et al., NeurIPS 2020)            |
 | §4.4 Table 6  "Clustering Metric"      | `davies_bouldin_loss` (Davies & Bouldin, 1979)         |
 | Tables 1, 4   reported test errors     | `METRICS` (all "lower is better")                      |
+| §2.2, Table 2 ORCA stage 1 (OTDD)      | `OTDDLoss`, `sinkhorn_divergence` (Alvarez-Melis & Fusi 2020) |
 
-Table 8's "Loss" row is shuffled across NinaPro / FSD50K / Darcy / PSICOV; we follow ORCA's code
-(CE, BCE with pos_weight 10, relative L2, MSE; datasets.md §6). Table 10 says nRMSE for all PDE tasks;
-ORCA trains Burgers and 1D Navier-Stokes with RMSE (datasets.md §3.0).
+Per task (Tables 8 and 10; the paper's Table 8 "Loss" row is shuffled across NinaPro / FSD50K / Darcy /
+PSICOV, so we follow ORCA's code, datasets.md §1 and §6):
+| task                          | TASK_LOSSES key (loss_kwargs)           | METRICS key                  |
+|-------------------------------|-----------------------------------------|------------------------------|
+| CIFAR-100, Spherical, Satellite | "cross_entropy"                       | "error" (%)                  |
+| NinaPro                       | "cross_entropy" (= ORCA's focal, γ = 0) | "error" (%)                  |
+| FSD50K                        | "bce" (pos_weight=10)                   | "one_minus_map" (clip level) |
+| Darcy Flow (NB360)            | "rel_l2" (reduction="sum", as ORCA)     | "rel_l2"                     |
+| PSICOV                        | "mse"                                   | "mae8"                       |
+| Cosmic                        | "bce" (ignore_value=IGNORE_VALUE)       | "one_minus_auroc_binarized"  |
+| ECG                           | "cross_entropy"                         | "one_minus_f1"               |
+| DeepSEA                       | "bce" (pos_weight=4)                    | "one_minus_auroc"            |
+| PDEBench (8 tasks)            | "nrmse"; Burgers, 1D-NS "rmse" (ORCA)   | "nrmse"                      |
+
+Cosmic's ignore mask travels inside the target: pixels to ignore hold IGNORE_VALUE (−1) instead of their
+0/1 cosmic-ray label, i.e. target = where(ignore, −1, cr_mask).
 
 Symbols
 -------
@@ -31,10 +45,10 @@ Symbols
 | g_θ(x) output    | `pred`      | logits (B, K) or dense (B, C, *spatial)               |
 | y^t              | `target`    | (B,) class ids, (B, K) multi-hot, or dense like pred  |
 
-All outer losses are twice differentiable (MoNA differentiates L_outer through a virtual step; the
-exact variant's Taylor / finite-difference cousins may differentiate it twice): they use the
-2 − 2 z zᵀ form and boolean indexing, never `torch.pdist` / `torch.cdist` (no double backward,
-meta-gradients.md §6 pitfall 2) and never −inf masks.
+All outer losses are twice differentiable. Exact MoNA differentiates L_outer once (through θ_f* of
+the virtual step), but any variant that differentiates it twice needs this: they use the 2 − 2 z zᵀ
+form, explicit differences and boolean indexing, never `torch.pdist` / `torch.cdist` (no double
+backward, meta-gradients.md §6 pitfall 2) and never −inf masks (0 · inf = NaN in backward passes).
 
 Metrics take the WHOLE evaluation set at once and compute the metric over it (not averaged over
 evaluation chunks as ORCA does; baselines.md §5 quirk 4). They accept numpy arrays or tensors.
@@ -105,7 +119,7 @@ def align_uniform_loss(z: torch.Tensor, y: torch.Tensor, t: float = 2.0, *, norm
         y: (n,) integer labels. Positives are pairs of DIFFERENT samples of the same class.
         t: uniformity temperature (2 in the paper and the reference code).
         normalize: L2-normalise z first (convenience; twice differentiable for z ≠ 0).
-        return_parts: also return {"align": ..., "uniform": ...} (detached floats are up to the caller).
+        return_parts: also return {"align": L_align, "uniform": L_uniform} (graph tensors; detach to log).
 
     Returns:
         scalar tensor. Ranges: L_align ∈ [0, 4], L_uniform ∈ [−4t, 0], so the value can be NEGATIVE
@@ -124,9 +138,10 @@ def align_uniform_loss(z: torch.Tensor, y: torch.Tensor, t: float = 2.0, *, norm
     d2 = _sq_dists_unit(z)  # (n, n)
     off = ~torch.eye(n, dtype=torch.bool, device=z.device)  # i ≠ j
     pos = (y[:, None] == y[None, :]) & off  # y_i = y_j, i ≠ j
-    # DEVIATION from Eq. (4): the printed Eq. (4) is −E[‖f_i−f_j‖] − log E[exp(−2‖f_i−f_j‖)], which
-    # when minimised pushes same-class features APART and collapses all features (both signs inverted,
-    # squares dropped, meta-gradients.md §5.2). We minimise Wang & Isola's align + uniform with squares.
+    # DEVIATION from Eq. (4): we minimise Wang & Isola's +L_align + L_uniform with SQUARED distances
+    # because the printed −E[‖f_i−f_j‖] − log E[exp(−2‖f_i−f_j‖)], when minimised (Eqs. 5-6), pushes
+    # same-class features apart and collapses all features: both signs are inverted and the squares
+    # dropped (meta-gradients.md §5.2; checked by tests/test_losses.py).
     # L_align = Σ_{pos} d2_ij / |pos|   (0 when there is no positive pair)
     n_pos = pos.sum()
     align = (d2 * pos).sum() / n_pos.clamp_min(1)
@@ -176,7 +191,8 @@ def davies_bouldin_loss(z: torch.Tensor, y: torch.Tensor, eps: float = 1e-8, *, 
         DB = (1/k) Σ_i max_{j≠i} (S_i + S_j) / M_ij,   M_ij = sqrt(‖c_i − c_j‖² + ε)
 
     c_i = class-i centroid; S_i = within-class scatter: "rms" (default, smoother):
-    sqrt((1/T_i) Σ_x ‖x − c_i‖² + ε); "mean" (scikit-learn's definition): (1/T_i) Σ_x sqrt(‖x − c_i‖² + ε).
+    sqrt((1/T_i) Σ_x ‖x − c_i‖² + ε); "mean" (scikit-learn's definition):
+    (1/T_i) Σ_x sqrt(‖x − c_i‖² + ε).
     ε inside each sqrt keeps the loss twice differentiable at zero scatter / coincident centroids.
     The max over j is exact by default; `smooth_tau` replaces it by τ·logsumexp(R_ij/τ) (an upper bound
     within τ·log(k−1)). Every class present counts, singletons included (scatter ≈ 0), as in sklearn.
@@ -224,6 +240,109 @@ OUTER_LOSSES = {
     "supcon": supcon_loss,
     "davies_bouldin": davies_bouldin_loss,
 }
+
+
+# -------------------------------------------------------------------------------------------------
+# ORCA's stage-1 objective: the Optimal Transport Dataset Distance (Alvarez-Melis & Fusi, NeurIPS 2020)
+# -------------------------------------------------------------------------------------------------
+# ORCA (Shen et al., 2023; baselines.md §3) trains the target embedder to minimise the OTDD between the
+# labelled source embeddings {(x_i^s, y_i^s)} and the embeddings of one target class at a time. OTDD is
+# optimal transport between the two *labelled* datasets with the ground cost
+#     d((x, y), (x', y'))² = ‖x − x'‖² + W²(α_y, α'_y'),   α_y = the feature cloud of class y,
+# so two samples are close when their features are close AND their classes are distributed alike.
+# ORCA calls the vendored `otdd` package (geomloss/KeOps); we write the few lines it needs in torch:
+# entropic OT with log-domain Sinkhorn, debiased (Sinkhorn divergence), cost ½‖x − x'‖² as geomloss's p = 2,
+# ε = `entreg` = 0.1 (ORCA's setting), and gradients by the envelope theorem (∂OT_ε/∂C = transport plan),
+# so no graph is kept through the Sinkhorn iterations.
+
+
+def _sinkhorn(C: torch.Tensor, eps: float, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entropic OT between uniform measures with cost C (n, m): returns (OT_ε value, plan P), without grad.
+    Log-domain dual updates f_i = −ε' log Σ_j b_j exp((g_j − C_ij)/ε'), g_j likewise, with ε-scaling
+    (ε' halves from max C down to ε, one update each, as geomloss anneals) and then `iters` updates at ε."""
+    with torch.no_grad():
+        n, m = C.shape
+        log_a = torch.full((n,), -math.log(n), dtype=C.dtype, device=C.device)
+        log_b = torch.full((m,), -math.log(m), dtype=C.dtype, device=C.device)
+        f, g = torch.zeros_like(log_a), torch.zeros_like(log_b)
+        schedule, e = [], max(float(C.max()), eps)
+        while e > eps:
+            schedule.append(e)
+            e /= 2
+        for e in schedule + [eps] * iters:
+            # f_i = −ε log Σ_j b_j exp((g_j − C_ij)/ε)
+            f = -e * torch.logsumexp((g[None, :] - C) / e + log_b[None, :], dim=1)
+            # g_j = −ε log Σ_i a_i exp((f_i − C_ij)/ε)
+            g = -e * torch.logsumexp((f[:, None] - C) / e + log_a[:, None], dim=0)
+        # P_ij = a_i b_j exp((f_i + g_j − C_ij)/ε);  OT_ε = ⟨a, f⟩ + ⟨b, g⟩ (the dual value at the optimum)
+        P = torch.exp((f[:, None] + g[None, :] - C) / eps + log_a[:, None] + log_b[None, :])
+        return log_a.exp() @ f + log_b.exp() @ g, P
+
+
+def _ot_value(C: torch.Tensor, eps: float, iters: int) -> torch.Tensor:
+    """OT_ε(C) whose gradient w.r.t. C is the optimal plan (envelope theorem; Danskin)."""
+    value, P = _sinkhorn(C.detach(), eps, iters)
+    # value: OT_ε;  d OT_ε / d C = P  →  value + ⟨P, C − sg(C)⟩ has that value and that gradient
+    return value + (P * (C - C.detach())).sum()
+
+
+def _sq_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # ½‖x_i − y_j‖², geomloss's cost for p = 2   (n, m)
+    return 0.5 * (x[:, None, :] - y[None, :, :]).pow(2).sum(-1)
+
+
+def sinkhorn_divergence(x: torch.Tensor, y: torch.Tensor, eps: float = 0.1, iters: int = 100,
+                        C_xy=None, C_xx=None, C_yy=None) -> torch.Tensor:
+    """Debiased entropic OT: S_ε(α, β) = OT_ε(α, β) − ½ OT_ε(α, α) − ½ OT_ε(β, β) ≥ 0, = 0 iff α = β.
+    Uniform weights on the rows of x (n, d) and y (m, d); cost ½‖x − y‖² unless cost matrices are given."""
+    C_xy = _sq_dist(x, y) if C_xy is None else C_xy
+    C_xx = _sq_dist(x, x) if C_xx is None else C_xx
+    C_yy = _sq_dist(y, y) if C_yy is None else C_yy
+    # S_ε = OT_ε(x, y) − ½ OT_ε(x, x) − ½ OT_ε(y, y)
+    return _ot_value(C_xy, eps, iters) - 0.5 * _ot_value(C_xx, eps, iters) - 0.5 * _ot_value(C_yy, eps, iters)
+
+
+class OTDDLoss:
+    """OTDD between a fixed labelled source set (features x_s (N, D), labels y_s (N,)) and a target set
+    (x_t (n, D), labels y_t (n,) or None = one label, as ORCA calls it), differentiable w.r.t. x_t.
+
+    d((x, y), (x', y'))² = ½‖x − x'‖² + S_ε(α_y, α'_y')   (label distance: debiased OT between class clouds)
+    OTDD = S_ε over the joint (feature, label) samples with that cost.
+    Source-side quantities (class-to-class distances, the source self-term) do not depend on the target
+    embedder, so they are computed once here (ORCA recomputes them every call; baselines.md quirk 17).
+    The source self-term costs an N × N matrix: ORCA uses N = 5,000 source samples."""
+
+    def __init__(self, x_s: torch.Tensor, y_s: torch.Tensor, eps: float = 0.1, iters: int = 100):
+        self.x_s, self.y_s, self.eps, self.iters = x_s.detach(), y_s.detach(), eps, iters
+        self.classes = torch.unique(self.y_s)
+        self.clouds = [self.x_s[self.y_s == c] for c in self.classes]
+        k = len(self.classes)
+        W = torch.zeros(k, k, dtype=x_s.dtype, device=x_s.device)
+        for i in range(k):                                  # W_ij = S_ε(α_i, α_j) between source classes
+            for j in range(i + 1, k):
+                W[i, j] = W[j, i] = sinkhorn_divergence(self.clouds[i], self.clouds[j], eps, iters).detach()
+        self.code = torch.searchsorted(self.classes, self.y_s)        # class index of each source sample
+        C_ss = _sq_dist(self.x_s, self.x_s) + W[self.code][:, self.code]
+        self.self_term = _sinkhorn(C_ss, eps, iters)[0]                # OT_ε(source, source), constant
+
+    def __call__(self, x_t: torch.Tensor, y_t: torch.Tensor | None = None) -> torch.Tensor:
+        y_t = torch.zeros(len(x_t), dtype=torch.long, device=x_t.device) if y_t is None else y_t
+        t_classes = torch.unique(y_t)
+        t_code = torch.searchsorted(t_classes, y_t)
+        t_clouds = [x_t[y_t == c] for c in t_classes]
+        # label distances source class i ↔ target class j: S_ε(α_i, α'_j)   (k_s, k_t), differentiable in x_t
+        W_st = torch.stack([torch.stack([sinkhorn_divergence(a, b, self.eps, self.iters) for b in t_clouds])
+                            for a in self.clouds])
+        # target class ↔ target class distances   (k_t, k_t)
+        W_tt = torch.stack([torch.stack([sinkhorn_divergence(a, b, self.eps, self.iters) if i != j
+                                         else a.new_zeros(()) for j, b in enumerate(t_clouds)])
+                            for i, a in enumerate(t_clouds)])
+        # joint costs: ½‖x − x'‖² + W(y, y')
+        C_st = _sq_dist(self.x_s, x_t) + W_st[self.code][:, t_code]
+        C_tt = _sq_dist(x_t, x_t) + W_tt[t_code][:, t_code]
+        # OTDD = OT_ε(s, t) − ½ OT_ε(s, s) − ½ OT_ε(t, t)
+        return (_ot_value(C_st, self.eps, self.iters) - 0.5 * self.self_term
+                - 0.5 * _ot_value(C_tt, self.eps, self.iters))
 
 # -------------------------------------------------------------------------------------------------
 # Task losses ℓ of Eq. (1) (= L_inner in Eqs. 2-5)
@@ -525,16 +644,21 @@ def _infer_psicov_lengths(Y: np.ndarray, offset: int, pad_value: float) -> np.nd
 
 
 def mae8(pred, target, lengths=None, *, offset: int = PSICOV_OFFSET, min_sep: int = 24,
-         max_dist: float = 8.0, clamp_min: float = 0.01, pad_value: float = PSICOV_PAD_VALUE) -> float:
+         max_dist: float = 8.0, clamp_min: float = 0.01, pad_value: float = PSICOV_PAD_VALUE,
+         symmetrize: str = "nb360") -> float:
     """PSICOV MAE8 as NAS-Bench-360 defines it (`calculate_mae` in NB360 backbone/utils_grid.py).
 
     For each protein b with its OWN length L_b (the protein occupies rows/cols [offset, offset + L_b) of
-    the window; offset = pad_size/2 = 5):
-      1. symmetrise: P_pq = (ŷ_pq + ŷ_qp)/2 for p ≤ q;   2. clamp P < 0.01 to 0.01;
-      3. keep pairs p < q with sequence separation q − p ≥ 24 and TRUE distance y_pq ≤ 8 Å (NaN targets
-         are excluded);
+    the window; offset = pad_size/2 = 5), for pairs p < q:
+      1. symmetrise and clamp: u_pq = max((ŷ_pq + ŷ_qp)/2, 0.01), l_pq = max(ŷ_qp, 0.01);
+      2. NB360's `calculate_mae` averages the two triangles a SECOND time on the already symmetrised
+         upper triangle: P_pq = (l_pq + u_pq)/2 = ¾ŷ_qp + ¼ŷ_pq (before clamping). `symmetrize="nb360"`
+         (default) reproduces this coded definition (NB360's `evaluate_test_protein` + `calculate_mae`);
+         `symmetrize="mean"` uses the intended P_pq = u_pq (equal for symmetric predictions);
+      3. keep pairs with sequence separation q − p ≥ 24 and TRUE distance y_pq ≤ 8 Å (NaN targets
+         are excluded; NB360's dataset turns NaN labels into 0 BEFORE this, so there they count);
       4. MAE_b = mean |y_pq − P_pq| over those pairs (NaN if there is none).
-    MAE8 = nan-mean of MAE_b over proteins.
+    MAE8 = nan-mean of MAE_b over proteins (the whole test set at once).
 
     pred, target: (N, 1, H, W) or (N, H, W) distances in Å (test targets unclipped).
     lengths: (N,) L_b. If None they are recovered from the target as the number of window rows after
@@ -548,18 +672,25 @@ def mae8(pred, target, lengths=None, *, offset: int = PSICOV_OFFSET, min_sep: in
     if P.ndim != 3 or Y.shape != P.shape:
         raise LossError(f"mae8: expected pred/target (N, [1,] H, W) of equal shape, got {P.shape} and {Y.shape}")
     N, H, _ = P.shape
+    if symmetrize not in ("nb360", "mean"):
+        raise LossError(f"mae8: symmetrize must be 'nb360' or 'mean', got {symmetrize!r}")
     if lengths is None:
         lengths = _infer_psicov_lengths(Y, offset, pad_value)
     lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
-    if lengths.size != N or np.any(lengths + offset > H) or np.any(lengths < 1):
-        raise LossError(f"mae8: need {N} protein lengths with 1 <= L <= {H - offset}, got {lengths.tolist()[:8]}")
+    # NB360 windows hold the protein plus `offset` padding on BOTH sides (L + pad_size <= H)
+    if lengths.size != N or np.any(lengths + 2 * offset > H) or np.any(lengths < 1):
+        raise LossError(f"mae8: need {N} protein lengths with 1 <= L <= {H - 2 * offset} (window {H}, pad "
+                        f"{offset} per side), got {lengths.tolist()[:8]}")
     maes = np.full(N, np.nan)
     for b in range(N):
         L = int(lengths[b])
         w = slice(offset, offset + L)
         Pb, Yb = P[b, w, w], Y[b, w, w]
-        # step 1-2: P_pq = max((ŷ_pq + ŷ_qp)/2, 0.01)   (upper triangle is all that is used)
+        # step 1: u_pq = max((ŷ_pq + ŷ_qp)/2, 0.01)   (only the upper triangle p < q is used)
         Ps = np.maximum((Pb + Pb.T) / 2.0, clamp_min)
+        if symmetrize == "nb360":
+            # step 2: P_pq = (max(ŷ_qp, 0.01) + u_pq) / 2
+            Ps = (np.maximum(Pb.T, clamp_min) + Ps) / 2.0
         p, q = np.indices((L, L))
         # step 3: q − p ≥ 24 and y_pq ≤ 8 Å (NaN compares False)
         keep = (q - p >= min_sep) & (Yb <= max_dist)

@@ -12,7 +12,7 @@ arXiv 2406.18864. This file implements the training protocol around the maths of
 | Eq. (1) vanilla fine-tuning                  | `stage2` (every method's stage 2)             |
 | Alg. 1 stage 1, Eq. (5)-(6), Eq. (7)/(9)     | `stage1_mona` -> meta.meta_grad_exact/taylor  |
 | §2.2 "Emb" (embedder warm-up)                | `stage1_emb`                                  |
-| §2.2 ORCA (OTDD embedder alignment)          | `stage1_orca` -> losses.otdd_loss             |
+| §2.2 ORCA (OTDD embedder alignment)          | `stage1_orca` -> losses.OTDDLoss              |
 | Table 2 baselines                            | `METHODS`                                     |
 | App. A.1, Tables 9 / 11 (hyper-parameters)   | data.TASKS (registry) + `STAGE1_DEFAULTS`     |
 | Fig. 6 (λ, K inner steps), Table 6 ablations | `--lam`, `--inner-steps`, `--outer-loss`, `--no-inner-loss` |
@@ -508,6 +508,7 @@ def stage1_orca(cfg: dict, m: dict, model, source, td, spec, state: dict, log) -
         pairs = [(source.source_embedder(xs.to(m["device"])).mean(1), ys) for xs, ys in loader]
     src_x = torch.cat([p[0] for p in pairs]).float()           # (N_s, D)
     src_y = torch.cat([torch.as_tensor(p[1]) for p in pairs]).to(m["device"])
+    otdd = losses.OTDDLoss(src_x, src_y)                      # source side computed once (quirk 17)
     idx, labels = orca_target_labels(td, spec, cfg["orca_samples"], cfg["seed"])
     classes = sorted(set(labels.tolist()))
     weights = {c: float((labels == c).mean()) for c in classes}  # w_c = |class c| / |train|
@@ -527,7 +528,7 @@ def stage1_orca(cfg: dict, m: dict, model, source, td, spec, state: dict, log) -
             members = [members[j] for j in np.random.permutation(len(members))[: cfg["orca_maxsamples"]]]
             x = torch.stack([td.train[i][0] for i in members]).to(m["device"])
             feats = model.embedder(x).mean(1).float()          # target embeddings, mean over tokens (n_c, D)
-            loss = weights[int(c)] * losses.otdd_loss(src_x, src_y, feats)   # w_c · OTDD
+            loss = weights[int(c)] * otdd(feats)   # w_c · OTDD
             check_finite(loss, f"stage 1 (orca) epoch {epoch + 1}", cfg["out"])
             loss.backward()
             total += loss.item()
