@@ -59,6 +59,7 @@ class Embedder2D(nn.Module):
     `antialias=False` reproduces ORCA: it ran torchvision < 0.17, whose `Resize` on tensors did not
     antialias (torchvision >= 0.17 antialiases by default). The two differ only when the input is
     *downsampled* (PSICOV 512 -> 224); all other NB360/PDE inputs are upsampled, where they coincide.
+    (backbones.py's source embedder resizes with antialias on; it only ever upsamples CIFAR-10 32 -> 224.)
     """
 
     def __init__(self, in_channels: int, embed_dim: int, patch_size: int = 4, image_size: int = 224,
@@ -118,9 +119,9 @@ class Embedder1D(nn.Module):
     module does the opposite (positions, then LayerNorm). We follow ORCA, as the paper does.
 
     `position_embeddings` holds only the N rows the embedder uses (token t gets row t); build_embedder
-    fills them from the source's table (positions padding_idx+1 … N+padding_idx for RoBERTa, see
-    `source_position_rows`). ORCA keeps the whole 514-row RoBERTa table but only ever reads these N
-    rows, so the function and its gradients are identical.
+    fills them from the source's table (RoBERTa position ids padding_idx+1 … N+padding_idx, i.e. rows
+    2 … N+1 of its 514-row table; see `source_position_rows`). ORCA keeps the whole 514-row RoBERTa
+    table but only ever reads these N rows, so the function and its gradients are identical.
 
     Attributes: stack_num, num_tokens (= N), seq_len, in_channels, embed_dim.
     """
@@ -163,10 +164,11 @@ class Embedder1D(nn.Module):
 def source_position_rows(source, num_tokens: int) -> torch.Tensor | None:
     """The N rows of the source position table that token positions 0 … N-1 use, or None.
 
-    `source.source_position_table()` returns the body's whole table (max_positions, D). RoBERTa has
-    max_positions = max_tokens + padding_idx + 1 (514 = 512 + 2) and numbers real positions from
-    padding_idx + 1 = 2, as ORCA's `create_position_ids_from_inputs_embeds` does; so the offset is
-    max_positions - max_tokens (0 for a table without reserved rows).
+    Token t must get the source's position id of the t-th real token: padding_idx + 1 + t = 2 + t for
+    RoBERTa (ORCA's `create_position_ids_from_inputs_embeds`), t for BERT. backbones.py's
+    `source_position_table()` already drops RoBERTa's two reserved rows and returns (max_tokens, D), so
+    row t is token t. A table longer than max_tokens (a whole 514-row table) is read from row
+    rows - max_tokens, so either convention gives the same N rows.
     """
     fn = getattr(source, "source_position_table", None)
     table = fn() if callable(fn) else None
