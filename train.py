@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -67,10 +68,9 @@ METHODS = {
                        ref="Alg. 1, Eq. (5)-(6): meta-learned embedder, then Eq. (1)"),
 }
 DEFAULT_BACKBONE = {"2d": "swin_base", "1d": "roberta_base"}   # §4: Swin-B (2D), RoBERTa-base (1D)
+# Stage 1 epochs / AdamW lr β / weight decay come from the registry (data.TaskSpec.stage1_*: App. A.1,
+# 10 epochs, 3e-5, 0.1); the rest of stage 1 is set here.
 STAGE1_DEFAULTS = dict(
-    epochs=10,        # App. A.1: "We warmup the embedder with ten epochs" (§4.4 mentions 5)
-    lr=3e-5,          # App. A.1: β, AdamW learning rate of stage 1
-    weight_decay=0.1,  # App. A.1
     alpha=1e-2,       # α, virtual SGD step (Eq. 3). Not stated in the paper: our choice, see README
     lam=0.5,          # λ, Eq. (5); Fig. 6(a)(b): best in [0.3, 0.5]
     inner_steps=1,    # K; §4.4: "we adopt the single step update"
@@ -107,6 +107,8 @@ def get_parser() -> argparse.ArgumentParser:
                         "(default: swin_base for 2D tasks, roberta_base for 1D, as in §4)")
     g.add_argument("--weights", default=None, help="local weight file/folder for --backbone (no network)")
     g.add_argument("--data-dir", default="data", help="root of the data layout (README, 'Data')")
+    g.add_argument("--download", action="store_true",
+                   help="download missing files where a stable public URL exists (CIFAR, PDEBench), checked by MD5")
     g.add_argument("--out", default=None, help="output folder (default runs/<task>-<method>)")
     g.add_argument("--stage", default="all", choices=["1", "2", "all"], help="run stage 1, stage 2 or both")
     g.add_argument("--resume", action="store_true", help="continue from --out/last.pt")
@@ -122,8 +124,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-train-samples", type=int, default=None, help="subsample the training split")
     g = p.add_argument_group("stage 1 (MoNA, Emb, ORCA)")
     g.add_argument("--stage1-epochs", type=int, default=None, help="App. A.1: 10 (ORCA's own: 60)")
-    g.add_argument("--stage1-lr", type=float, default=STAGE1_DEFAULTS["lr"], help="β, App. A.1 (AdamW)")
-    g.add_argument("--stage1-weight-decay", type=float, default=STAGE1_DEFAULTS["weight_decay"], help="App. A.1")
+    g.add_argument("--stage1-lr", type=float, default=None, help="β, AdamW learning rate (App. A.1: 3e-5)")
+    g.add_argument("--stage1-weight-decay", type=float, default=None, help="App. A.1: 0.1")
     g.add_argument("--stage1-train-head", action="store_true",
                    help="also train the predictor θ_h in stage 1 (paper: only φ_e)")
     g.add_argument("--alpha", type=float, default=STAGE1_DEFAULTS["alpha"],
@@ -193,8 +195,12 @@ def fill_from_spec(cfg: dict, spec) -> dict:
             cfg[k] = getattr(spec, k)
     cfg["optimizer"], cfg["momentum"], cfg["clip"] = spec.optimizer, spec.momentum, spec.clip
     cfg["warmup_epochs"], cfg["decay_epochs"] = spec.warmup_epochs, spec.decay_epochs
+    cfg["betas"] = list(spec.betas)
     if cfg["stage1_epochs"] is None:              # ORCA's own stage 1 is 60 epochs (baselines.md §3.4)
-        cfg["stage1_epochs"] = 60 if cfg["method"] == "orca" else STAGE1_DEFAULTS["epochs"]
+        cfg["stage1_epochs"] = 60 if cfg["method"] == "orca" else spec.stage1_epochs
+    for k in ("stage1_lr", "stage1_weight_decay"):
+        if cfg[k] is None:
+            cfg[k] = getattr(spec, k)
     return cfg
 
 
@@ -300,7 +306,7 @@ def check_finite(loss: torch.Tensor, where: str, out: str) -> None:
 # --------------------------------------------------------------------------------------------------
 def build_run(cfg: dict, m: dict):
     import backbones, data, predictors
-    td = data.load_task(cfg["task"], cfg["data_dir"], synthetic=cfg["synthetic_data"],
+    td = data.load_task(cfg["task"], cfg["data_dir"], synthetic=cfg["synthetic_data"], download=cfg["download"],
                         max_train_samples=cfg["max_train_samples"], seed=cfg["seed"])
     spec = td.spec
     fill_from_spec(cfg, spec)
@@ -312,9 +318,27 @@ def build_run(cfg: dict, m: dict):
     if source.modality != spec.dim:
         raise RunError(f"--backbone {cfg['backbone']} is a {source.modality.upper()} body but task "
                        f"{spec.name} takes {spec.dim.upper()} inputs (use {DEFAULT_BACKBONE[spec.dim]})")
+    if spec.dim == "1d" and spec.target_seq_len > source.max_tokens:
+        # a body with fewer positions than the task's tokens (a --tiny one, or a short HF encoder): fewer,
+        # longer patches so the sequence fits; the paper's bodies (RoBERTa: 512) never need this
+        if m["main"]:
+            print(f"note: {spec.name} asks for up to {spec.target_seq_len} tokens but {cfg['backbone']} takes "
+                  f"{source.max_tokens}; using target_seq_len={source.max_tokens}", file=sys.stderr)
+        spec = dataclasses.replace(spec, target_seq_len=source.max_tokens)
     model = predictors.build_target_model(spec, source, init=method["init"]).to(m["device"])
     source.to(m["device"])
     return td, spec, source, model
+
+
+def task_objective(spec, td, device):
+    """ℓ of Eq. (1) for this task, and the map from model output to prediction (identity, or ORCA's
+    target de-normalisation for Darcy Flow, applied before the loss and the metric)."""
+    import losses
+    loss = losses.TASK_LOSSES[spec.loss](**spec.loss_kwargs)
+    if td.output_decoder is None:
+        return loss, (lambda out: out)
+    decode = td.output_decoder.to(device)
+    return (lambda out, y: loss(decode(out), y)), decode
 
 
 def stage1_parameters(model, cfg: dict) -> dict:
@@ -325,18 +349,27 @@ def stage1_parameters(model, cfg: dict) -> dict:
     return phi
 
 
-def source_batches(cfg: dict, spec, source, m: dict, seed: int):
-    """Endless class-balanced batches of the source surrogate (CIFAR-10 / CoNLL-2003), as source tokens
-    e(x^s; θ^S_e0) from the frozen source embedder, with labels y^s."""
+def load_surrogate(cfg: dict, spec, source):
+    """The labelled source surrogate {x_i^s, y_i^s} (§2.2, App. A.6): CIFAR-10 (2D) or CoNLL-2003 (1D)."""
     import data
-    tokenizer = None
-    if spec.source == "conll2003" and not cfg["synthetic_data"]:
-        tokenizer = load_tokenizer(cfg)
-    kw = dict(synthetic=cfg["synthetic_data"], tokenizer=tokenizer, seed=cfg["seed"])
-    if cfg["synthetic_data"] and spec.source == "conll2003":
-        kw["vocab_size"] = source_vocab_size(source)
+    kw = dict(synthetic=cfg["synthetic_data"], seed=cfg["seed"], download=cfg["download"])
+    if spec.source == "conll2003":
+        if cfg["synthetic_data"]:                  # token ids inside the (tiny) body's vocabulary
+            emb = getattr(source.source_embedder, "word_embeddings", None)
+            kw["vocab_size"] = int(emb.num_embeddings) if emb is not None else 1000
+        else:
+            kw["tokenizer"] = load_tokenizer(cfg)
     ds = data.load_source_surrogate(spec.source, cfg["data_dir"], **kw)
-    labels = [int(ds[i][1]) for i in range(len(ds))]
+    labels = getattr(ds, "labels", None)
+    labels = [int(ds[i][1]) for i in range(len(ds))] if labels is None else [int(v) for v in labels]
+    return ds, labels
+
+
+def source_batches(cfg: dict, spec, source, m: dict, seed: int):
+    """Endless class-balanced batches of the source surrogate, as source tokens e(x^s; θ^S_e0) from the
+    frozen source embedder, with labels y^s; every batch holds ≥ 2 samples of each of its classes."""
+    import data
+    ds, labels = load_surrogate(cfg, spec, source)
     k = min(cfg["source_classes"], len(set(labels)))
     sampler = data.ClassBalancedBatchSampler(labels, k, cfg["source_per_class"], seed=seed + m["rank"])
     while True:
@@ -344,12 +377,8 @@ def source_batches(cfg: dict, spec, source, m: dict, seed: int):
             xs, ys = zip(*(ds[i] for i in idx))
             xs, ys = torch.stack(xs).to(m["device"]), torch.as_tensor(ys).to(m["device"])
             with torch.no_grad():                      # θ^S_e0 is frozen and independent of φ
-                yield source.source_embedder(xs), ys
-
-
-def source_vocab_size(source) -> int:
-    emb = getattr(source.source_embedder, "word_embeddings", None)
-    return int(emb.num_embeddings) if emb is not None else 1000
+                tokens = source.source_embedder(xs)
+            yield tokens, ys                           # (yield outside no_grad: it would leak to the caller)
 
 
 def load_tokenizer(cfg: dict):
@@ -421,7 +450,7 @@ def stage1(cfg: dict, m: dict, model, source, td, spec, state: dict, log) -> Non
     if kind == "orca":
         return stage1_orca(cfg, m, model, source, td, spec, state, log)
     import meta
-    task_loss = losses.TASK_LOSSES[spec.loss](**spec.loss_kwargs)
+    task_loss, _ = task_objective(spec, td, m["device"])
     phi = stage1_parameters(model, cfg)
     enc_flags = [p.requires_grad for p in model.encoder.parameters()]
     for p in model.encoder.parameters():
@@ -497,12 +526,8 @@ def orca_target_labels(td, spec, n: int, seed: int) -> tuple[list, np.ndarray]:
 def stage1_orca(cfg: dict, m: dict, model, source, td, spec, state: dict, log) -> None:
     """ORCA stage 1 (baselines.md §3): the embedder minimises the OTDD between the mean-pooled target
     embeddings of each target class and the labelled source embeddings; one optimizer step per epoch."""
-    import data, losses
-    src = data.load_source_surrogate(spec.source, cfg["data_dir"], synthetic=cfg["synthetic_data"],
-                                     seed=cfg["seed"], tokenizer=None if cfg["synthetic_data"] or spec.source != "conll2003"
-                                     else load_tokenizer(cfg),
-                                     **({"vocab_size": source_vocab_size(source)}
-                                        if cfg["synthetic_data"] and spec.source == "conll2003" else {}))
+    import losses
+    src, _ = load_surrogate(cfg, spec, source)
     with torch.no_grad():                                      # source features: e(x^s; θ^S_e0), mean over tokens
         loader = torch.utils.data.DataLoader(src, batch_size=64)
         pairs = [(source.source_embedder(xs.to(m["device"])).mean(1), ys) for xs, ys in loader]
@@ -513,7 +538,7 @@ def stage1_orca(cfg: dict, m: dict, model, source, td, spec, state: dict, log) -
     classes = sorted(set(labels.tolist()))
     weights = {c: float((labels == c).mean()) for c in classes}  # w_c = |class c| / |train|
     lr = cfg["lr"] * 10 if cfg["lr"] <= 1e-3 else cfg["lr"]   # ORCA: lr ×10 when lr ≤ 1e-3 (quirk 18)
-    opt = make_optimizer(cfg["optimizer"], model.embedder.parameters(), lr, cfg["weight_decay"], cfg["momentum"])
+    opt = make_optimizer(cfg, model.embedder.parameters(), lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[20, 40, 60], gamma=0.2)
     if state.get("stage") == 1 and "optimizer" in state:
         opt.load_state_dict(state["optimizer"])
@@ -544,14 +569,15 @@ def stage1_orca(cfg: dict, m: dict, model, source, td, spec, state: dict, log) -
 # --------------------------------------------------------------------------------------------------
 # Stage 2: fine-tuning, Eq. (1) (identical for every method; baselines.md §4)
 # --------------------------------------------------------------------------------------------------
-def make_optimizer(name: str, params, lr: float, weight_decay: float, momentum: float | None):
-    """The task's optimizer (Tables 9/11); Adam/AdamW betas (0.9, 0.98) and SGD momentum as ORCA's configs."""
+def make_optimizer(cfg: dict, params, lr: float):
+    """The task's optimizer (Tables 9/11) with its weight decay, SGD momentum and Adam betas (ORCA's configs)."""
+    name, wd, betas = cfg["optimizer"], cfg["weight_decay"], tuple(cfg["betas"])
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum or 0.0, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=cfg["momentum"] or 0.0, weight_decay=wd)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=wd)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=wd)
     raise RunError(f"unknown optimizer {name!r} in the task registry (sgd, adam, adamw)")
 
 
@@ -567,20 +593,24 @@ def warmup_linear(warmup: int, decay: int):
 
 
 @torch.no_grad()
-def evaluate(model, dataset, spec, task_loss, cfg: dict, device) -> tuple[float, float]:
-    """Metric over the WHOLE split at once (not ORCA's chunk average, baselines.md quirk 4); lower is better."""
+def evaluate(model, dataset, spec, objective, cfg: dict, device) -> tuple[float, float]:
+    """Metric over the WHOLE split at once (not ORCA's chunk average, baselines.md quirk 4); lower is better.
+    FSD50K / ECG pool their chunks / windows per clip / record first (`spec.group_reduce`)."""
     import losses
+    task_loss, decode = objective
     model.eval()
     preds, targets, total = [], [], 0.0
     for x, y in torch.utils.data.DataLoader(dataset, batch_size=cfg["batch_size"], shuffle=False):
         with autocast(cfg, device):
-            out = model(x.to(device))
-        total += task_loss(out.float(), y.to(device)).item() * len(x)
-        preds.append(out.float().cpu())
+            out = model(x.to(device)).float()
+        total += task_loss(out, y.to(device)).item() * len(x)
+        preds.append(decode(out).cpu())
         targets.append(y.cpu())
     model.train()
     pred, target = torch.cat(preds).numpy(), torch.cat(targets).numpy()
-    return float(losses.METRICS[spec.metric](pred, target)), total / max(len(dataset), 1)
+    if spec.group_reduce and getattr(dataset, "groups", None) is not None:
+        pred, target = losses.aggregate_groups(pred, target, dataset.groups, spec.group_reduce)
+    return float(losses.METRICS[spec.metric](pred, target, **spec.metric_kwargs)), total / max(len(dataset), 1)
 
 
 def stage2(cfg: dict, m: dict, model, td, spec, state: dict, log) -> dict:
@@ -588,13 +618,13 @@ def stage2(cfg: dict, m: dict, model, td, spec, state: dict, log) -> dict:
     Accumulation averages micro-batch losses by default (`--accum-reduction sum` gives ORCA's sum, whose
     effective SGD learning rate is ×accum); clipping acts once per optimizer step on the accumulated
     gradient (ORCA clips every micro-batch, baselines.md §4.3)."""
-    import losses
-    task_loss = losses.TASK_LOSSES[spec.loss](**spec.loss_kwargs)
+    objective = task_objective(spec, td, m["device"])
+    task_loss = objective[0]
     if METHODS[cfg["method"]]["frozen"]:
         for p in model.encoder.parameters():
             p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(cfg["optimizer"], params, cfg["lr"], cfg["weight_decay"], cfg["momentum"])
+    opt = make_optimizer(cfg, params, cfg["lr"])
     batches = math.ceil(len(td.train) / (cfg["batch_size"] * m["world"]))
     steps = math.ceil(batches / cfg["accum"])                  # optimizer steps per epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -638,7 +668,7 @@ def stage2(cfg: dict, m: dict, model, td, spec, state: dict, log) -> dict:
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
         row = {"stage": 2, "epoch": epoch + 1, "train_loss": total / max(n, 1), "lr": sched.get_last_lr()[0]}
         if m["main"]:
-            row["val_score"], row["val_loss"] = evaluate(model, td.val, spec, task_loss, cfg, m["device"])
+            row["val_score"], row["val_loss"] = evaluate(model, td.val, spec, objective, cfg, m["device"])
             if row["val_score"] < best["score"] or best["epoch"] < 0:   # selection on VALIDATION only
                 best = dict(score=row["val_score"], epoch=epoch + 1)
                 save_atomic(checkpoint_dict(cfg, model, stage=2, epoch=epoch), os.path.join(cfg["out"], "best.pt"))
@@ -706,11 +736,10 @@ def run(cfg: dict) -> dict:
     if cfg["stage"] in ("2", "all"):
         best = stage2(cfg, m, model, td, spec, state, log)
         if m["main"]:
-            import losses
-            task_loss = losses.TASK_LOSSES[spec.loss](**spec.loss_kwargs)
-            test_last, _ = evaluate(model, td.test, spec, task_loss, cfg, m["device"])
+            objective = task_objective(spec, td, m["device"])
+            test_last, _ = evaluate(model, td.test, spec, objective, cfg, m["device"])
             model.load_state_dict(load_checkpoint(os.path.join(out, "best.pt"))["model"])
-            test_best, _ = evaluate(model, td.test, spec, task_loss, cfg, m["device"])
+            test_best, _ = evaluate(model, td.test, spec, objective, cfg, m["device"])
             result.update(best_val=best["score"], best_epoch=best["epoch"], test=test_best, test_last=test_last)
     result.update(epochs=cfg["epochs"], stage1_epochs=cfg["stage1_epochs"] if has_stage1 else 0,
                   seconds=round(time.time() - t_start, 2), config=cfg)

@@ -1,0 +1,368 @@
+"""Distortion of the source knowledge: linear probing, Davies-Bouldin index, t-SNE (§2.2, Fig. 2, Fig. 3).
+
+Paper: "Learning Modality Knowledge Alignment for Cross-Modality Transfer", Ma et al., ICML 2024,
+arXiv 2406.18864, §2.2. The source surrogate (CIFAR-10 for the image source, unseen by the pretrained
+model) is encoded by the pretrained encoder and by encoders fine-tuned on target tasks; the less a
+fine-tuned encoder separates the surrogate's classes, the more source knowledge was distorted.
+  Fig. 2: t-SNE of the surrogate features, Davies-Bouldin (DB) index in the upper-right corner.
+  Fig. 3: linear-probe error on the surrogate, one bar per fine-tuned encoder, a dashed line for the
+          pretrained encoder ("Pretrained").
+
+Paper symbol -> code name -> shape
+  {x^s_i, y^s_i}                         surrogate dataset (data.load_source_surrogate)    (n, 3, 32, 32), (n,)
+  f^s_i = f(e(x^s_i; θ^S_e0); θ^S_f0)    extract_features(source, ds) (pretrained encoder)  (n, d)
+  f^s_i(M_t) = f(e(x^s_i; θ^S_e0); θ^T_f) the same after load_encoder(ckpt) swaps in θ^T_f   (n, d)
+  DB index (Fig. 2)                      davies_bouldin(feats, labels)                        float
+  linear probing error (Fig. 3)          linear_probe_error(...)                              percent
+
+Encoder features are (B, N', d) tokens; we mean-pool them over tokens to one d-vector per image (the paper
+does not say how it pools; mean pooling is what the classification head of App. A.2 uses).
+Core functions need numpy + scikit-learn; matplotlib is imported only where a picture is drawn (Agg canvas,
+no pyplot state); torch and the sibling modules only in the feature extraction and the command line
+(`python probe.py --checkpoint A.pt B.pt ...`), which shares the checkpoint reader and the flag reader of
+discrepancy.py.
+
+The pretrained reference and each checkpoint are rebuilt with torch.manual_seed(config seed) first, as
+train.py does, so tiny random-initialised bodies (tests, --tiny) get the same θ^S_e0 as in training.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------------------
+# constants
+
+PROBE_C = 1.0  # inverse L2 strength of the logistic regression (scikit-learn default)
+PROBE_MAX_ITER = 2000  # lbfgs iterations (multinomial softmax regression)
+TEST_FRACTION = 0.2  # (ours; the paper gives no probe protocol) held-out share of the surrogate samples
+MAX_SAMPLES = 5000  # surrogate images encoded per model
+TSNE_PERPLEXITY = 30.0  # scikit-learn's default; lowered to (n - 1) / 3 on small sets
+TSNE_EXACT_MAX = 500  # exact O(n^2) t-SNE up to this many samples (steady on busy CPUs), Barnes-Hut above
+
+
+class ProbeError(ValueError):
+    """Bad input to the probes or their command line; the message is one line."""
+
+
+def _check_xy(feats, labels, what):
+    X = np.asarray(feats, dtype=np.float64)
+    y = np.asarray(labels)
+    if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
+        raise ProbeError(f"{what}: expected features (n, d) and labels (n,); got {X.shape} and {y.shape}")
+    if not np.isfinite(X).all():
+        raise ProbeError(f"{what}: features contain NaN or inf")
+    return X, y
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the measures (Fig. 3 and Fig. 2)
+
+
+def linear_probe_error(train_feats, train_labels, test_feats, test_labels, *, C=PROBE_C, max_iter=PROBE_MAX_ITER):
+    """Linear-probe error in percent (Fig. 3): a softmax regression on frozen features.
+
+    Features are standardised with the training statistics (StandardScaler), then scikit-learn's
+    LogisticRegression (lbfgs, multinomial, L2 with C=1.0, max_iter=2000) is fit on the training part;
+    returns 100 * (1 - accuracy on the test part). The paper gives no probe settings.
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    Xtr, ytr = _check_xy(train_feats, train_labels, "linear_probe_error (train)")
+    Xte, yte = _check_xy(test_feats, test_labels, "linear_probe_error (test)")
+    if Xtr.shape[1] != Xte.shape[1]:
+        raise ProbeError(f"linear_probe_error: train features have d={Xtr.shape[1]}, test d={Xte.shape[1]}")
+    if len(np.unique(ytr)) < 2:
+        raise ProbeError("linear_probe_error: the training labels hold a single class; use more samples")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    with warnings.catch_warnings():  # a not-quite-converged probe is still a probe; keep the table clean
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        probe.fit(Xtr, ytr)
+    # error (%) = 100 * (1 - (1/n) Σ_i 1[ŷ_i = y_i])
+    return float(100.0 * (1.0 - np.mean(probe.predict(Xte) == yte)))
+
+
+def davies_bouldin(feats, labels):
+    """Davies-Bouldin index of the features grouped by label (Fig. 2; smaller = better clustered).
+
+    DB = (1/K) Σ_k max_{l≠k} (s_k + s_l) / ||c_k - c_l||, s_k the mean distance to centroid c_k
+    (scikit-learn's davies_bouldin_score). Needs 2 <= K < n.
+    """
+    from sklearn.metrics import davies_bouldin_score
+
+    X, y = _check_xy(feats, labels, "davies_bouldin")
+    K = len(np.unique(y))
+    if not 2 <= K < len(y):
+        raise ProbeError(f"davies_bouldin: needs 2 <= number of classes < n; got {K} classes, n = {len(y)}")
+    return float(davies_bouldin_score(X, y))
+
+
+def probe_split(labels, test_fraction=TEST_FRACTION, seed=0):
+    """(train_idx, test_idx): a seeded split of the surrogate samples, stratified when every class has 2+."""
+    from sklearn.model_selection import train_test_split
+
+    y = np.asarray(labels)
+    counts = np.unique(y, return_counts=True)[1]
+    strat = y if counts.min() >= 2 and len(counts) <= test_fraction * len(y) else None
+    return train_test_split(np.arange(len(y)), test_size=test_fraction, random_state=seed, stratify=strat)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# pictures (matplotlib, Agg canvas)
+
+
+def _figure(figsize):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)  # draw with Agg: no display, no pyplot global state
+    return fig
+
+
+def tsne_plot(feats, labels, path, title=None, *, seed=0, perplexity=None, db=None):
+    """Fig. 2 panel: 2-D t-SNE of the features coloured by label, DB index in the upper-right corner.
+
+    The DB index is computed on the features themselves (not on the 2-D map; the paper does not say which)
+    unless `db` is given. perplexity defaults to min(30, (n - 1) / 3); exact t-SNE up to 500 samples,
+    Barnes-Hut above. Writes a PNG; returns the (n, 2) map.
+    """
+    from sklearn.manifold import TSNE
+
+    X, y = _check_xy(feats, labels, "tsne_plot")
+    n = len(y)
+    if n < 4:
+        raise ProbeError(f"tsne_plot: t-SNE needs at least 4 samples; got {n}")
+    db = davies_bouldin(X, y) if db is None else float(db)
+    perplexity = min(TSNE_PERPLEXITY, (n - 1) / 3.0) if perplexity is None else float(perplexity)
+    method = "exact" if n <= TSNE_EXACT_MAX else "barnes_hut"
+    emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+               method=method).fit_transform(X)  # (n, 2)
+    fig = _figure((4.0, 4.0))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(emb[:, 0], emb[:, 1], c=y, cmap="tab10", s=4, linewidths=0)
+    ax.text(0.98, 0.98, f"DB={db:.2f}", transform=ax.transAxes, ha="right", va="top", fontsize=11,
+            bbox=dict(facecolor="white", alpha=0.8, edgecolor="none"))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=150)
+    return emb
+
+
+def bar_chart(names, errors, path, reference=None, *, title=None,
+              ylabel="linear-probe error (%)"):
+    """Fig. 3: one bar per encoder (error in %), a dashed horizontal line at `reference` ("Pretrained")."""
+    names, errors = list(names), [float(e) for e in errors]
+    if len(names) != len(errors) or not names:
+        raise ProbeError(f"bar_chart: needs as many names as errors (>= 1); got {len(names)} and {len(errors)}")
+    fig = _figure((max(4.0, 0.8 * len(names) + 2.0), 3.5))
+    ax = fig.add_subplot(1, 1, 1)
+    bars = ax.bar(range(len(names)), errors, color="tab:blue")
+    ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    if reference is not None:
+        ax.axhline(float(reference), color="black", linestyle="--", linewidth=1.2, label="Pretrained")
+        ax.legend(loc="upper left")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=150)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# features of the source surrogate (torch and the sibling modules load here)
+
+
+def extract_features(source, dataset, *, batch_size=64, max_samples=None, device=None):
+    """f^s_i = mean over tokens of f(e(x^s_i; θ^S_e0); θ_f) -> (features (n, d) float32, labels (n,) int64).
+
+    `source` is a backbones.SourceModel: its source_embedder (θ^S_e0, always the pretrained one) and
+    whatever encoder it holds (θ^S_f0, or θ^T_f after load_encoder).
+    """
+    import torch
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    source.to(device).eval()
+    n = len(dataset) if max_samples is None else min(len(dataset), int(max_samples))
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
+    feats, labels = [], []
+    with torch.no_grad():
+        for x, y in loader:
+            f = source.source_features(x.to(device))  # (B, N', d) = f(e(x; θ^S_e0); θ_f)
+            feats.append(f.float().mean(1).cpu().numpy())  # (B, d) mean over the N' tokens
+            labels.append(np.asarray(y).reshape(len(f)))
+    return np.concatenate(feats), np.concatenate(labels).astype(np.int64)
+
+
+def load_encoder(source, checkpoint):
+    """Put the encoder θ^T_f of a train.py checkpoint ("encoder.*" keys of ckpt["model"]) into source.encoder.
+
+    Returns the checkpoint's config dict. ProbeError (one line) when the file is missing, foreign, or its
+    tensors do not fit (another backbone / tiny setting).
+    """
+    import discrepancy
+
+    try:
+        ckpt = discrepancy.load_checkpoint(checkpoint)
+        discrepancy._load_prefixed(source.encoder, ckpt["model"], "encoder.", checkpoint)
+    except discrepancy.DiscrepancyError as e:
+        raise ProbeError(str(e)) from None
+    return ckpt["config"]
+
+
+def _surrogate(source, data_dir, synthetic, max_samples, seed, weights):
+    """CIFAR-10 for a 2D body, CoNLL-2003 for a 1D body (data.load_source_surrogate)."""
+    import data
+
+    name = "cifar10" if source.modality == "2d" else "conll2003"
+    kw = dict(synthetic=synthetic, max_samples=max_samples, seed=seed)
+    if name == "conll2003":
+        emb = getattr(source.source_embedder, "word_embeddings", None)
+        if synthetic:
+            kw["vocab_size"] = int(emb.num_embeddings) if emb is not None else 1000
+        else:
+            from transformers import AutoTokenizer
+
+            try:
+                kw["tokenizer"] = AutoTokenizer.from_pretrained(weights or source.hub_id or source.name)
+            except Exception as e:  # noqa: BLE001 - offline / missing files
+                raise ProbeError(f"cannot load the tokenizer of {source.hub_id or source.name!r} "
+                                 f"({type(e).__name__}); pass a local folder with --weights or use "
+                                 f"--synthetic-data") from None
+    return data.load_source_surrogate(name, data_dir, **kw)
+
+
+def _build_source(backbone, tiny, weights, seed):
+    import torch
+
+    import backbones
+
+    torch.manual_seed(seed)  # train.py seeds before building: the same tiny random θ^S_e0 as in training
+    return backbones.build_backbone(backbone, tiny=tiny, weights=weights)
+
+
+def probe_models(checkpoints=(), backbone=None, *, tiny=False, weights=None, data_dir=None, synthetic=False,
+                 max_samples=MAX_SAMPLES, seed=0, out=None, tsne=True, batch_size=64):
+    """The §2.2 experiment: probe error and DB index of the pretrained encoder and of each checkpoint's encoder.
+
+    Returns rows [{"name", "error", "db", "tsne"}] (first row "pretrained"); writes t-SNE PNGs to `out`
+    and, for several checkpoints, the Fig. 3 bar chart out/linear_probe.png.
+    """
+    import discrepancy
+
+    configs = []
+    for path in checkpoints:
+        try:
+            configs.append(discrepancy.load_checkpoint(path)["config"])
+        except discrepancy.DiscrepancyError as e:
+            raise ProbeError(str(e)) from None
+    first = configs[0] if configs else {}
+    backbone = backbone or first.get("backbone") or "swin_base"
+    tiny = bool(tiny or first.get("tiny", False))
+    weights = weights or first.get("weights")
+    models = [("pretrained", None, dict(backbone=backbone, tiny=tiny, weights=weights, seed=first.get("seed", seed)))]
+    def run_name(path, cfg):  # "<task>-<method>" as train.py names its --out folder, else the folder name
+        if cfg.get("task") and cfg.get("method"):
+            return f"{cfg['task']}-{cfg['method']}"
+        return os.path.basename(os.path.dirname(os.path.abspath(path))) or "checkpoint"
+
+    runs = [run_name(p, c) for p, c in zip(checkpoints, configs)]
+    used = {"pretrained"}
+    for path, cfg, run in zip(checkpoints, configs, runs):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name = run if runs.count(run) == 1 else f"{run}-{stem}"  # last.pt and stage1_embedder.pt of one run
+        base, k = name, 2
+        while name in used:
+            name, k = f"{base}-{k}", k + 1
+        used.add(name)
+        models.append((name, path, dict(backbone=cfg.get("backbone") or backbone,
+                                        tiny=bool(cfg.get("tiny", tiny)), weights=cfg.get("weights") or weights,
+                                        seed=cfg.get("seed", seed))))
+    rows, surrogate = [], {}
+    for name, path, b in models:
+        source = _build_source(b["backbone"], b["tiny"], b["weights"], b["seed"])
+        if path is not None:
+            load_encoder(source, path)  # θ^T_f of the fine-tuned model; θ^S_e0 stays the pretrained one
+        key = (source.modality, b["backbone"], b["tiny"])
+        if key not in surrogate:
+            surrogate[key] = _surrogate(source, data_dir, synthetic, max_samples, seed, b["weights"])
+        X, y = extract_features(source, surrogate[key], batch_size=batch_size, max_samples=max_samples)
+        tr, te = probe_split(y, seed=seed)
+        row = dict(name=name, checkpoint=path, error=linear_probe_error(X[tr], y[tr], X[te], y[te]),
+                   db=davies_bouldin(X, y), tsne=None)
+        if out and tsne:
+            row["tsne"] = os.path.join(out, f"tsne_{name.replace('/', '_')}.png")
+            tsne_plot(X, y, row["tsne"], title=name, seed=seed, db=row["db"])
+        rows.append(row)
+    if out and len(checkpoints) >= 2:
+        bar_chart([r["name"] for r in rows[1:]], [r["error"] for r in rows[1:]],
+                  os.path.join(out, "linear_probe.png"), reference=rows[0]["error"])
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# command line
+
+CLI_FLAGS = [  # (flag, type, default, help); bool = switch, list = one or more values
+    ("--checkpoint", list, None, "one or more train.py checkpoints (last.pt / best.pt): probe their encoders θ^T_f"),
+    ("--backbone", str, None, "source model for the pretrained reference (default: the first checkpoint's, "
+                              "else swin_base)"),
+    ("--weights", str, None, "local weight file/folder for --backbone (no network)"),
+    ("--tiny", bool, False, "tiny random-initialised backbone (tests, CPU)"),
+    ("--data-dir", str, None, "root of the data layout (data.load_source_surrogate)"),
+    ("--synthetic-data", bool, False, "synthetic surrogate data (no files needed)"),
+    ("--out", str, "runs/probe", "output folder for the t-SNE PNGs and the bar chart"),
+    ("--max-samples", int, MAX_SAMPLES, "surrogate samples per model (80 % probe training, 20 % test)"),
+    ("--no-tsne", bool, False, "skip the t-SNE pictures (slow on thousands of samples)"),
+    ("--batch-size", int, 64, "batch size of the feature extraction"),
+    ("--seed", int, 0, "seed of the probe split, t-SNE and tiny random initialisations"),
+]
+
+
+def main(argv=None):
+    """python probe.py [--checkpoint CKPT ...]: table of probe error and DB index (Fig. 3), t-SNE PNGs (Fig. 2)."""
+    import discrepancy
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    usage = "usage: python probe.py [--checkpoint CKPT ...] [--backbone NAME] [--tiny] [--data-dir DIR] " \
+            "[--synthetic-data] [--out DIR] [--max-samples N]"
+    errors = (ProbeError,) + discrepancy._expected_errors()
+    try:
+        o = discrepancy.parse_flags(argv, CLI_FLAGS, usage, error=ProbeError)
+        for k in ("max_samples", "batch_size"):
+            if o[k] < 1:
+                raise ProbeError(f"--{k.replace('_', '-')} must be >= 1; got {o[k]}")
+        rows = probe_models(o["checkpoint"] or (), o["backbone"], tiny=o["tiny"], weights=o["weights"],
+                            data_dir=o["data_dir"], synthetic=o["synthetic_data"], max_samples=o["max_samples"],
+                            seed=o["seed"], out=o["out"], tsne=not o["no_tsne"], batch_size=o["batch_size"])
+    except errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'encoder':<{width}}  probe error (%)  DB index")
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['error']:15.2f}  {r['db']:8.3f}")
+    pictures = [r["tsne"] for r in rows if r["tsne"]]
+    if len(rows) > 2:
+        pictures.append(os.path.join(o["out"], "linear_probe.png"))
+    if pictures:
+        print("wrote " + ", ".join(pictures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
