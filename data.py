@@ -46,8 +46,10 @@ PDEBench files: DaRUS (doi:10.18419/darus-2986), `https://darus.uni-stuttgart.de
     2D_DarcyFlow_beta0.1_Train.hdf5         darcy-pde             DaRUS 133218
     2D_rdb_NA_NA.h5                         shallow-water         DaRUS 133021
     2D_diff-react_NA_NA.h5                  diffusion-reaction-2d DaRUS 133017
-    cifar-10-batches-py/                    source cifar10   https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (download=True)
-    conll2003/eng.train (or train.txt)      source conll2003 CoNLL-2003 (clips.uantwerpen.be/conll2003/ner; HF Hub `eriktks/conll2003`); no direct URL
+    cifar-10-batches-py/data_batch_{1..5}, test_batch
+                                            source cifar10   https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (download=True)
+    conll2003/eng.train (or train.txt), eng.testb (or test.txt; split="test", probe.py only)
+                                            source conll2003 CoNLL-2003 (clips.uantwerpen.be/conll2003/ner; HF Hub `eriktks/conll2003`); no direct URL
 
 Splits (baselines.md §5, quirk 1). The earlier public code (ORCA) trained on train+val and selected its "best"
 checkpoint on the TEST set (`valid_split: False` -> val_loader = test_loader). Here every task has a validation
@@ -122,6 +124,8 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 CONLL_TYPES = ("PER", "ORG", "LOC", "MISC")        # source labels 0..3 of the CoNLL-2003 surrogate
 CONLL_SEQ_LEN = 32                                 # ORCA's text_xs_32 (datasets.md §4.2)
+SOURCE_SPLITS = ("train", "test")                  # load_source_surrogate(split=...): outer loss / probe test
+CONLL_FILES = {"train": ("eng.train", "train.txt"), "test": ("eng.testb", "test.txt")}   # original / Hub export
 CUSTOM_DEFAULTS = dict(batch_size=32, epochs=20, accum=1, optimizer="adamw", lr=1e-4, weight_decay=1e-5,
                        momentum=0.0, clip=1.0, warmup_epochs=1, decay_epochs=20)
 FSD = dict(sr=22050, n_fft=1920, win=661, hop=220, n_mels=96, frames=102, top_db=80.0, offset=75.0)
@@ -1454,29 +1458,34 @@ class SourceDataset(IndexedDataset):
         return self.x[r], torch.tensor(int(self._labels[r]), dtype=torch.int64)
 
 
-def _cifar10(data_dir, max_samples, seed, download):
+def _cifar10(data_dir, max_samples, seed, download, split="train"):
+    """CIFAR-10 python batches: split "train" = data_batch_1..5 (50,000 images, ORCA's once-drawn crop/flip),
+    split "test" = test_batch (10,000 images, no augmentation). Both: max_samples rows drawn with `seed`,
+    then Normalize(CIFAR-10 mean/std). ds.rows = the chosen rows of that split's images."""
     d = os.path.join(data_dir, "cifar-10-batches-py")
     origin = f"{CIFAR10_DOWNLOAD.url} (MD5 {CIFAR10_DOWNLOAD.md5})"
-    if download and not os.path.exists(os.path.join(d, "data_batch_5")):
+    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    if download and not os.path.exists(os.path.join(d, files[-1])):
         _fetch(data_dir, CIFAR10_DOWNLOAD)
-    xs, ys = zip(*(_cifar_rows("cifar10", _path("cifar10", data_dir, f"cifar-10-batches-py/data_batch_{i}", origin, True),
-                                "labels") for i in range(1, 6)))
+    xs, ys = zip(*(_cifar_rows("cifar10", _path("cifar10", data_dir, f"cifar-10-batches-py/{f}", origin, True),
+                                "labels") for f in files))
     x, y = np.concatenate(xs), np.concatenate(ys)
     if y.min() < 0 or y.max() > 9:
         raise _bad("cifar10", d, "labels 0..9", f"range {y.min()}..{y.max()}")
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(x), min(max_samples, len(x)), replace=False))
-    # ORCA: training augmentation (RandomCrop(32, 4) + HFlip) drawn once, then Normalize(CIFAR-10 mean/std)
     out = np.empty((len(idx), 3, 32, 32), np.float32)
     mean, std = (np.asarray(v, np.float32)[:, None, None] for v in (CIFAR10_MEAN, CIFAR10_STD))
     for j, r in enumerate(idx):
-        a = np.pad(x[r].astype(np.float32) / 255.0, ((0, 0), (4, 4), (4, 4)))
-        i0, j0 = rng.integers(0, 9, 2)
-        a = a[:, i0:i0 + 32, j0:j0 + 32]
-        a = a[:, :, ::-1] if rng.random() < 0.5 else a
+        a = x[r].astype(np.float32) / 255.0                                  # (3, 32, 32) in [0, 1]
+        if split == "train":   # ORCA: training augmentation (RandomCrop(32, 4) + HFlip) drawn once
+            a = np.pad(a, ((0, 0), (4, 4), (4, 4)))
+            i0, j0 = rng.integers(0, 9, 2)
+            a = a[:, i0:i0 + 32, j0:j0 + 32]
+            a = a[:, :, ::-1] if rng.random() < 0.5 else a
         out[j] = (a - mean) / std                                            # Normalize
     ds = SourceDataset(torch.from_numpy(out), y[idx])
-    ds.rows = idx                                  # rows of the 50,000 training images
+    ds.rows = idx                                  # rows of the split's images (50,000 train / 10,000 test)
     return ds
 
 
@@ -1519,17 +1528,19 @@ def conll_mentions(path: str) -> list[tuple[list[str], list[str], int]]:
     return out
 
 
-def _conll(data_dir, tokenizer, max_samples, seed, seq_len):
-    """One sample per entity mention: input_ids = tokenizer(mention, sentence) as a pair, truncated/padded to
+def _conll(data_dir, tokenizer, max_samples, seed, seq_len, split="train"):
+    """One sample per entity mention of the split's file (CONLL_FILES: eng.train / eng.testb, or the Hub
+    export's train.txt / test.txt): input_ids = tokenizer(mention, sentence) as a pair, truncated/padded to
     seq_len (RoBERTa: <s> mention </s></s> sentence </s> <pad>...), label = its type (PER, ORG, LOC, MISC).
     DEVIATION from ORCA's undocumented text_xs_32 features (datasets.md §4.2): an entity-typing formulation of
     CoNLL-2003 with whole-sample labels; we return token ids, the frozen source embedder makes the features."""
     origin = ("CoNLL-2003 (https://www.clips.uantwerpen.be/conll2003/ner/ annotations + Reuters RCV1 text, or the "
               "Hugging Face Hub dataset eriktks/conll2003 exported to CoNLL text); no stable direct URL")
-    cands = [os.path.join(data_dir, "conll2003", f) for f in ("eng.train", "train.txt")]
+    cands = [os.path.join(data_dir, "conll2003", f) for f in CONLL_FILES[split]]
     path = next((p for p in cands if os.path.exists(p)), None)
     if path is None:
-        raise DataError(f"source 'conll2003': missing {cands[0]} (or {cands[1]}); get it from {origin}")
+        raise DataError(f"source 'conll2003' ({split} split): missing {cands[0]} (or {cands[1]}); "
+                        f"get it from {origin}")
     if tokenizer is None:
         raise DataError("source 'conll2003': pass tokenizer= (the source model's, e.g. roberta-base's "
                         "AutoTokenizer) to turn the text into input_ids")
@@ -1549,13 +1560,17 @@ def _conll(data_dir, tokenizer, max_samples, seed, seq_len):
     return SourceDataset(torch.tensor(ids, dtype=torch.int64), np.asarray(labels))
 
 
-def _synthetic_source(source, n, seed, vocab_size, seq_len):
-    rng = np.random.default_rng([seed, 104729])
+def _synthetic_source(source, n, seed, vocab_size, seq_len, split="train"):
+    """n samples, balanced classes, of a seeded class-conditional distribution that both splits share:
+    cifar10 x = template_y + 0.5 ε (templates from `seed` only, not from n or the split); conll2003 ids drawn
+    half from the class's own band of the vocabulary. The split only picks the seed of the draw (labels, noise),
+    so a probe trained on the train split generalises to the test split."""
     k = 10 if source == "cifar10" else len(CONLL_TYPES)
+    rng = np.random.default_rng([seed, 104729, SOURCE_SPLITS.index(split) + 1])   # this split's draw
     y = np.arange(n) % k
     rng.shuffle(y)
     if source == "cifar10":
-        t = rng.standard_normal((k, 3, 32, 32)).astype(np.float32)
+        t = np.random.default_rng([seed, 104729, 0]).standard_normal((k, 3, 32, 32)).astype(np.float32)  # shared
         x = t[y] + 0.5 * rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
         return SourceDataset(torch.from_numpy(x), y)
     if vocab_size < 3 + 2 * k:
@@ -1571,20 +1586,27 @@ def _synthetic_source(source, n, seed, vocab_size, seq_len):
 
 def load_source_surrogate(source: str, data_dir: str | None = None, *, synthetic: bool = False, tokenizer=None,
                           max_samples: int = 5000, seed: int = 0, vocab_size: int = 1000,
-                          seq_len: int = CONLL_SEQ_LEN, download: bool = False, n_synthetic: int = 200) -> Dataset:
-    """Labelled source data (x^s, y^s) for the stage-1 outer loss (ORCA: 5,000 samples).
-    cifar10: x (3, 32, 32) float32 normalised with ORCA's CIFAR-10 mean/std after a once-drawn crop/flip; y 0..9.
-    conll2003: x input_ids (seq_len,) int64 (see `_conll`); y 0..3 = PER, ORG, LOC, MISC.
-    synthetic: n_synthetic samples, balanced classes; CoNLL ids in [3, vocab_size) between <s>=0 and </s>=2."""
+                          seq_len: int = CONLL_SEQ_LEN, download: bool = False, n_synthetic: int = 200,
+                          split: str = "train") -> Dataset:
+    """Labelled source data (x^s, y^s): the stage-1 outer loss uses split="train" (ORCA: 5,000 samples);
+    probe.py trains its linear probe on "train" and reports the error on "test".
+    cifar10: x (3, 32, 32) float32 normalised with ORCA's CIFAR-10 mean/std; y 0..9. "train": data_batch_1..5
+      after a once-drawn crop/flip; "test": test_batch, no augmentation.
+    conll2003: x input_ids (seq_len,) int64 (see `_conll`); y 0..3 = PER, ORG, LOC, MISC. "train": eng.train
+      (or train.txt); "test": eng.testb (or test.txt).
+    synthetic: n_synthetic samples, balanced classes; CoNLL ids in [3, vocab_size) between <s>=0 and </s>=2;
+      "test" is another seeded draw from the same class-conditional distribution as "train"."""
     if source not in ("cifar10", "conll2003"):
         raise DataError(f"unknown source surrogate {source!r}; choose cifar10 or conll2003")
+    if split not in SOURCE_SPLITS:
+        raise DataError(f"source '{source}': unknown split {split!r}; choose one of {', '.join(SOURCE_SPLITS)}")
     if synthetic:
-        return _synthetic_source(source, min(n_synthetic, max_samples), seed, vocab_size, seq_len)
+        return _synthetic_source(source, min(n_synthetic, max_samples), seed, vocab_size, seq_len, split)
     if data_dir is None:
         raise DataError(f"source '{source}': pass data_dir (train.py --data-dir) or use synthetic data")
     if source == "cifar10":
-        return _cifar10(data_dir, max_samples, seed, download)
-    return _conll(data_dir, tokenizer, max_samples, seed, seq_len)
+        return _cifar10(data_dir, max_samples, seed, download, split)
+    return _conll(data_dir, tokenizer, max_samples, seed, seq_len, split)
 
 
 # --------------------------------------------------------------------------------------------------

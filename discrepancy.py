@@ -44,8 +44,11 @@ Alg. 2 with I = 100,000 takes ~50 s and ends at D = 0.965 (chance 0.99); the ass
 subsets gives 0.788 and beats that after its first subset; its local search from ONE random subset reaches
 the planted subset's value 0.324 in ~82 swaps (~10 s).
 
-The command line (`python discrepancy.py --task TASK ...`) is at the end of the file; it imports torch and
-the sibling modules (backbones, data, embedders) lazily, so the estimator needs only numpy and scipy.
+The command line (`python discrepancy.py --task TASK ...`: `get_parser`, `main`) is at the end of the file.
+It uses argparse like train.py, imported inside those two functions only (the estimator and the other library
+functions take explicit arguments); it imports torch and the sibling modules (backbones, data, embedders)
+lazily too, so the estimator needs only numpy and scipy. `load_checkpoint` / `load_prefixed` are the one
+checkpoint reader of the analyses; probe.py uses them.
 """
 from __future__ import annotations
 
@@ -378,74 +381,13 @@ def modality_discrepancy(source_logits, target_labels, num_experiments=NUM_EXPER
 # command line: source logits of a target task, then D(M^s, M^t). Torch and the sibling modules load here.
 
 DEFAULT_BACKBONE = {"2d": "swin_base", "1d": "roberta_base"}  # §4: Swin-B for 2D tasks, RoBERTa-base for 1D
-CLI_FLAGS = [  # (flag, type, default, help); bool = switch, list = one or more values
-    ("--task", str, None, "target task, a key of data.TASKS (single-label classification); default: the "
-                          "checkpoint's task"),
-    ("--backbone", str, None, "source model: a backbones.BACKBONES name or a local folder (default: swin_base for "
-                              "2D tasks, roberta_base for 1D; or the checkpoint's)"),
-    ("--weights", str, None, "local weight file/folder for --backbone (no network)"),
-    ("--data-dir", str, None, "root of the data layout (data.load_task)"),
-    ("--synthetic-data", bool, False, "synthetic data in the task's exact shapes (no files needed)"),
-    ("--tiny", bool, False, "tiny random-initialised backbone (tests, CPU)"),
-    ("--checkpoint", str, None, "a train.py checkpoint (e.g. stage1_embedder.pt): use ITS target embedder φ_e"),
-    ("--num-experiments", int, NUM_EXPERIMENTS, "I, random subsets (App. A.4: 100,000)"),
-    ("--method", str, "random", "random (the paper's Alg. 2) or assignment (exact best π per subset + local "
-                                "search)"),
-    ("--max-samples", int, None, "use at most N target training samples (n_t)"),
-    ("--batch-size", int, 64, "batch size of the source-model forward passes"),
-    ("--seed", int, 0, "seed of the random subsets/permutations and of tiny random initialisations"),
-    ("--no-progress", bool, False, "no progress bars"),
-]
-
-
-def parse_flags(argv, flags, usage, error=DiscrepancyError):
-    """Read `--flag value` / `--flag=value` / switches into a dict (keys: flag names with '_' for '-').
-
-    A minimal reader so that argparse stays in train.py (project rule); -h/--help prints the flags and exits.
-    Mistakes raise `error` with a one-line message.
-    """
-    spec = {f: (typ, default) for f, typ, default, _ in flags}
-    out = {f[2:].replace("-", "_"): default for f, _, default, _ in flags}
-    i = 0
-    while i < len(argv):
-        name, has_value, inline = argv[i].partition("=")
-        if name in ("-h", "--help"):
-            width = max(len(f) for f, *_ in flags)
-            print(usage + "\n\noptions:\n" + "\n".join(f"  {f:<{width}}  {h}" + ("" if d is None or d is False else
-                                                       f" (default: {d})") for f, _, d, h in flags))
-            raise SystemExit(0)
-        if name not in spec:
-            raise error(f"unknown option {argv[i]!r}; options: {', '.join(spec)} (see --help)")
-        typ, key = spec[name][0], name[2:].replace("-", "_")
-        if typ is bool:
-            if has_value:
-                raise error(f"{name} is a switch and takes no value")
-            out[key], i = True, i + 1
-            continue
-        if typ is list:
-            values = [inline] if has_value else []
-            i += 1
-            while i < len(argv) and not argv[i].startswith("--"):
-                values.append(argv[i])
-                i += 1
-            if not values:
-                raise error(f"{name} needs at least one value")
-            out[key] = (out[key] or []) + values
-            continue
-        if not has_value:
-            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                raise error(f"{name} needs a value")
-            inline, i = argv[i + 1], i + 1
-        try:
-            out[key] = typ(inline)
-        except ValueError:
-            raise error(f"{name} expects {typ.__name__}, got {inline!r}") from None
-        i += 1
-    return out
 
 
 def load_checkpoint(path):
-    """A train.py checkpoint dict ("format": "mona-checkpoint-v1", "config", "model"); DiscrepancyError if not."""
+    """A train.py checkpoint dict ("format": "mona-checkpoint-v1", "config", "model"); DiscrepancyError if not.
+
+    The one checkpoint reader of the analyses (probe.py uses it too, with load_prefixed).
+    """
     import os
 
     import torch
@@ -463,7 +405,7 @@ def load_checkpoint(path):
     return ckpt
 
 
-def _load_prefixed(module, state, prefix, path):
+def load_prefixed(module, state, prefix, path):
     """module.load_state_dict of the `prefix.*` entries of a checkpoint's model state; one-line error if off."""
     sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not sub:
@@ -532,7 +474,7 @@ def target_source_logits(task=None, backbone=None, *, data_dir=None, synthetic=F
     else:
         embedder = embedders.build_embedder(source, C)
     if ckpt:
-        _load_prefixed(embedder, ckpt["model"], "embedder.", checkpoint)
+        load_prefixed(embedder, ckpt["model"], "embedder.", checkpoint)
     else:
         embedders.init_embedder_from_source(embedder, source)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -554,8 +496,8 @@ def target_source_logits(task=None, backbone=None, *, data_dir=None, synthetic=F
     return np.concatenate(zs), np.concatenate(ys).astype(np.int64), spec, info
 
 
-def _expected_errors():
-    """Error classes of expected mistakes (printed as one line, no traceback)."""
+def expected_errors():
+    """Error classes of expected mistakes (printed as one line, no traceback); probe.py's CLI uses them too."""
     errors = [DiscrepancyError]
     for mod, name in (("backbones", "BackboneError"), ("data", "DataError"), ("embedders", "EmbedderError")):
         try:
@@ -565,34 +507,82 @@ def _expected_errors():
     return tuple(errors)
 
 
-def main(argv=None):
-    """python discrepancy.py --task TASK [...]: prints D(M^s, M^t) of the task against the source model."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    usage = "usage: python discrepancy.py --task TASK [--backbone NAME_OR_PATH] [--data-dir DIR] " \
-            "[--synthetic-data] [--tiny] [--checkpoint CKPT] [--num-experiments I] [--method random|assignment] " \
-            "[--max-samples N] [--seed S]"
-    errors = _expected_errors()
+def get_parser() -> argparse.ArgumentParser:
+    """The command line of the Fig. 4 measurement (argparse, imported here only: the estimator needs none)."""
+    import argparse
+
+    def positive_int(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        return value
+
+    p = argparse.ArgumentParser(
+        prog="discrepancy.py",
+        description="D(M^s, M^t) of Definition 2.1 (App. A.4, Eq. 10-11, Alg. 2; Fig. 4): target training samples "
+                    "x^t through a target embedder and the COMPLETE source model give source logits z^s; D is the "
+                    "smallest 0-1 mismatch between argmax_{k∈B} z^s and π(y^t) over I random (B, π).")
+    g = p.add_argument_group("what to measure")
+    g.add_argument("--task", default=None,
+                   help="target task M^t, a key of data.TASKS (single-label classification); default: the "
+                        "--checkpoint's task")
+    g.add_argument("--backbone", metavar="NAME_OR_PATH", default=None,
+                   help="source model M^s: a backbones.BACKBONES name or a local folder (default: the checkpoint's, "
+                        "else swin_base for 2D tasks, roberta_base for 1D, as in §4)")
+    g.add_argument("--weights", metavar="PATH", default=None,
+                   help="local weight file/folder for --backbone (no network)")
+    g.add_argument("--checkpoint", metavar="CKPT", default=None,
+                   help="a train.py checkpoint (e.g. stage1_embedder.pt): use ITS target embedder φ_e (Fig. 4 after "
+                        "alignment); without it, the source-initialised embedder")
+    g.add_argument("--data-dir", metavar="DIR", default=None, help="root of the data layout (data.load_task)")
+    g.add_argument("--synthetic-data", action="store_true",
+                   help="synthetic data in the task's exact shapes (no files needed)")
+    g.add_argument("--tiny", action="store_true", help="tiny random-initialised backbone (tests, CPU)")
+    g.add_argument("--max-samples", metavar="N", type=positive_int, default=None,
+                   help="n_t: use at most N target training samples (default: all)")
+    g = p.add_argument_group("the search over (B, π) (Alg. 2)")
+    g.add_argument("--num-experiments", metavar="I", type=positive_int, default=NUM_EXPERIMENTS,
+                   help="I = number of random experiments of Alg. 2, each a random subset B ⊂ Y^s with |B| = |Y^t| "
+                        "and a random permutation π (default: %(default)s, as in App. A.4)")
+    g.add_argument("--method", default="random", choices=METHODS,
+                   help="random: the paper's Alg. 2 (min over the I draws); assignment: the same I subsets B, each "
+                        "with its exact best π (linear_sum_assignment), then a local search over B (never larger); "
+                        "default: %(default)s")
+    g.add_argument("--seed", metavar="S", type=int, default=0,
+                   help="seed of the random subsets B / permutations π and of tiny random initialisations "
+                        "(default: %(default)s)")
+    g = p.add_argument_group("machine")
+    g.add_argument("--batch-size", metavar="N", type=positive_int, default=64,
+                   help="batch size of the source-model forward passes (default: %(default)s)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv=None) -> int:
+    """python discrepancy.py --task TASK [...]: prints D(M^s, M^t) of the task against the source model.
+
+    Usage mistakes exit 2 with argparse's usage line; expected mistakes (unknown task, missing files, a
+    non-classification task, a bad checkpoint, ...) print one line "error: ..." and return 2.
+    """
+    args = get_parser().parse_args(argv)  # argparse: usage + one line, exit 2
     try:
-        o = parse_flags(argv, CLI_FLAGS, usage)
-        if o["method"] not in METHODS:
-            raise DiscrepancyError(f"--method must be one of {', '.join(METHODS)}; got {o['method']!r}")
-        for k in ("num_experiments", "max_samples", "batch_size"):
-            if o[k] is not None and o[k] < 1:
-                raise DiscrepancyError(f"--{k.replace('_', '-')} must be >= 1; got {o[k]}")
         z, y, spec, info = target_source_logits(
-            o["task"], o["backbone"], data_dir=o["data_dir"], synthetic=o["synthetic_data"], tiny=o["tiny"],
-            weights=o["weights"], checkpoint=o["checkpoint"], max_samples=o["max_samples"],
-            batch_size=o["batch_size"], seed=o["seed"])
-        det = discrepancy_details(z, y, o["num_experiments"], o["method"], o["seed"],
-                                  num_target_classes=spec.num_classes, progress=not o["no_progress"])
-    except errors as e:
+            args.task, args.backbone, data_dir=args.data_dir, synthetic=args.synthetic_data, tiny=args.tiny,
+            weights=args.weights, checkpoint=args.checkpoint, max_samples=args.max_samples,
+            batch_size=args.batch_size, seed=args.seed)
+        det = discrepancy_details(z, y, args.num_experiments, args.method, args.seed,
+                                  num_target_classes=spec.num_classes, progress=not args.no_progress)
+    except expected_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"task {info['task']} (n_t = {det['n_t']}, |Y^t| = {det['num_target_classes']}), source {info['backbone']}"
           f"{' (tiny)' if info['tiny'] else ''} (|Y^s| = {det['num_source_classes']}), embedder: {info['embedder']}")
-    print(f"method {o['method']}, I = {det['num_subsets']} subsets, seed {o['seed']}"
+    print(f"method {args.method}, I = {det['num_subsets']} subsets, seed {args.seed}"
           + (f"; paper's random search on the same subsets: {det['random_discrepancy']:.4f}"
-             if o["method"] == "assignment" else ""))
+             if args.method == "assignment" else ""))
     print(f"D(M^s, M^t) = {det['discrepancy']:.4f}")
     return 0
 

@@ -8,8 +8,14 @@ fine-tuned encoder separates the surrogate's classes, the more source knowledge 
   Fig. 3: linear-probe error on the surrogate, one bar per fine-tuned encoder, a dashed line for the
           pretrained encoder ("Pretrained").
 
+Protocol (ours; the paper gives none): the probe is trained on the features of the surrogate's TRAIN split
+(CIFAR-10 data_batch_1..5 / CoNLL-2003 eng.train, data.load_source_surrogate(split="train"), the samples the
+stage-1 outer loss uses) and its error is reported on the features of the TEST split (CIFAR-10 test_batch /
+CoNLL-2003 eng.testb, split="test"). The DB index and the t-SNE pictures use the test-split features.
+CIFAR-10's train split carries data.py's once-drawn crop/flip (as the outer loss sees it); the test split none.
+
 Paper symbol -> code name -> shape
-  {x^s_i, y^s_i}                         surrogate dataset (data.load_source_surrogate)    (n, 3, 32, 32), (n,)
+  {x^s_i, y^s_i}                         surrogate train / test split (data.load_source_surrogate)  (n, 3, 32, 32), (n,)
   f^s_i = f(e(x^s_i; θ^S_e0); θ^S_f0)    extract_features(source, ds) (pretrained encoder)  (n, d)
   f^s_i(M_t) = f(e(x^s_i; θ^S_e0); θ^T_f) the same after load_encoder(ckpt) swaps in θ^T_f   (n, d)
   DB index (Fig. 2)                      davies_bouldin(feats, labels)                        float
@@ -19,8 +25,9 @@ Encoder features are (B, N', d) tokens; we mean-pool them over tokens to one d-v
 does not say how it pools; mean pooling is what the classification head of App. A.2 uses).
 Core functions need numpy + scikit-learn; matplotlib is imported only where a picture is drawn (Agg canvas,
 no pyplot state); torch and the sibling modules only in the feature extraction and the command line
-(`python probe.py --checkpoint A.pt B.pt ...`), which shares the checkpoint reader and the flag reader of
-discrepancy.py.
+(`python probe.py --checkpoint A.pt B.pt ...`: `get_parser`, `main`). The command line uses argparse like
+train.py, imported inside those two functions only (library functions take explicit arguments); checkpoints
+are read by discrepancy.py's load_checkpoint / load_prefixed (one reader for both analyses).
 
 The pretrained reference and each checkpoint are rebuilt with torch.manual_seed(config seed) first, as
 train.py does, so tiny random-initialised bodies (tests, --tiny) get the same θ^S_e0 as in training.
@@ -37,8 +44,7 @@ import numpy as np
 
 PROBE_C = 1.0  # inverse L2 strength of the logistic regression (scikit-learn default)
 PROBE_MAX_ITER = 2000  # lbfgs iterations (multinomial softmax regression)
-TEST_FRACTION = 0.2  # (ours; the paper gives no probe protocol) held-out share of the surrogate samples
-MAX_SAMPLES = 5000  # surrogate images encoded per model
+MAX_SAMPLES = 5000  # surrogate samples encoded per split (train, test) and per model
 TSNE_PERPLEXITY = 30.0  # scikit-learn's default; lowered to (n - 1) / 3 on small sets
 TSNE_EXACT_MAX = 500  # exact O(n^2) t-SNE up to this many samples (steady on busy CPUs), Barnes-Hut above
 
@@ -65,8 +71,9 @@ def linear_probe_error(train_feats, train_labels, test_feats, test_labels, *, C=
     """Linear-probe error in percent (Fig. 3): a softmax regression on frozen features.
 
     Features are standardised with the training statistics (StandardScaler), then scikit-learn's
-    LogisticRegression (lbfgs, multinomial, L2 with C=1.0, max_iter=2000) is fit on the training part;
-    returns 100 * (1 - accuracy on the test part). The paper gives no probe settings.
+    LogisticRegression (lbfgs, multinomial, L2 with C=1.0, max_iter=2000) is fit on the training set;
+    returns 100 * (1 - accuracy on the test set). The paper gives no probe settings; probe_models passes the
+    surrogate's train-split features for training and its test-split features for the error.
     """
     import warnings
 
@@ -102,16 +109,6 @@ def davies_bouldin(feats, labels):
     if not 2 <= K < len(y):
         raise ProbeError(f"davies_bouldin: needs 2 <= number of classes < n; got {K} classes, n = {len(y)}")
     return float(davies_bouldin_score(X, y))
-
-
-def probe_split(labels, test_fraction=TEST_FRACTION, seed=0):
-    """(train_idx, test_idx): a seeded split of the surrogate samples, stratified when every class has 2+."""
-    from sklearn.model_selection import train_test_split
-
-    y = np.asarray(labels)
-    counts = np.unique(y, return_counts=True)[1]
-    strat = y if counts.min() >= 2 and len(counts) <= test_fraction * len(y) else None
-    return train_test_split(np.arange(len(y)), test_size=test_fraction, random_state=seed, stratify=strat)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -218,14 +215,14 @@ def load_encoder(source, checkpoint):
 
     try:
         ckpt = discrepancy.load_checkpoint(checkpoint)
-        discrepancy._load_prefixed(source.encoder, ckpt["model"], "encoder.", checkpoint)
+        discrepancy.load_prefixed(source.encoder, ckpt["model"], "encoder.", checkpoint)
     except discrepancy.DiscrepancyError as e:
         raise ProbeError(str(e)) from None
     return ckpt["config"]
 
 
-def _surrogate(source, data_dir, synthetic, max_samples, seed, weights):
-    """CIFAR-10 for a 2D body, CoNLL-2003 for a 1D body (data.load_source_surrogate)."""
+def _surrogates(source, data_dir, synthetic, max_samples, seed, weights):
+    """(train split, test split) of CIFAR-10 for a 2D body, CoNLL-2003 for a 1D body (data.load_source_surrogate)."""
     import data
 
     name = "cifar10" if source.modality == "2d" else "conll2003"
@@ -243,7 +240,7 @@ def _surrogate(source, data_dir, synthetic, max_samples, seed, weights):
                 raise ProbeError(f"cannot load the tokenizer of {source.hub_id or source.name!r} "
                                  f"({type(e).__name__}); pass a local folder with --weights or use "
                                  f"--synthetic-data") from None
-    return data.load_source_surrogate(name, data_dir, **kw)
+    return tuple(data.load_source_surrogate(name, data_dir, split=split, **kw) for split in ("train", "test"))
 
 
 def _build_source(backbone, tiny, weights, seed):
@@ -259,8 +256,10 @@ def probe_models(checkpoints=(), backbone=None, *, tiny=False, weights=None, dat
                  max_samples=MAX_SAMPLES, seed=0, out=None, tsne=True, batch_size=64):
     """The §2.2 experiment: probe error and DB index of the pretrained encoder and of each checkpoint's encoder.
 
-    Returns rows [{"name", "error", "db", "tsne"}] (first row "pretrained"); writes t-SNE PNGs to `out`
-    and, for several checkpoints, the Fig. 3 bar chart out/linear_probe.png.
+    For each encoder: features of the surrogate's train split (max_samples) fit the probe, features of its
+    test split (max_samples) give the error, the DB index and the t-SNE picture.
+    Returns rows [{"name", "checkpoint", "error", "db", "tsne"}] (first row "pretrained"); writes t-SNE PNGs
+    to `out` and, for several checkpoints, the Fig. 3 bar chart out/linear_probe.png.
     """
     import discrepancy
 
@@ -299,14 +298,15 @@ def probe_models(checkpoints=(), backbone=None, *, tiny=False, weights=None, dat
             load_encoder(source, path)  # θ^T_f of the fine-tuned model; θ^S_e0 stays the pretrained one
         key = (source.modality, b["backbone"], b["tiny"])
         if key not in surrogate:
-            surrogate[key] = _surrogate(source, data_dir, synthetic, max_samples, seed, b["weights"])
-        X, y = extract_features(source, surrogate[key], batch_size=batch_size, max_samples=max_samples)
-        tr, te = probe_split(y, seed=seed)
-        row = dict(name=name, checkpoint=path, error=linear_probe_error(X[tr], y[tr], X[te], y[te]),
-                   db=davies_bouldin(X, y), tsne=None)
+            surrogate[key] = _surrogates(source, data_dir, synthetic, max_samples, seed, b["weights"])
+        train_ds, test_ds = surrogate[key]
+        X_tr, y_tr = extract_features(source, train_ds, batch_size=batch_size, max_samples=max_samples)  # (n, d)
+        X_te, y_te = extract_features(source, test_ds, batch_size=batch_size, max_samples=max_samples)  # (m, d)
+        row = dict(name=name, checkpoint=path, error=linear_probe_error(X_tr, y_tr, X_te, y_te),
+                   db=davies_bouldin(X_te, y_te), tsne=None)  # Fig. 3 error and Fig. 2 DB on the test split
         if out and tsne:
             row["tsne"] = os.path.join(out, f"tsne_{name.replace('/', '_')}.png")
-            tsne_plot(X, y, row["tsne"], title=name, seed=seed, db=row["db"])
+            tsne_plot(X_te, y_te, row["tsne"], title=name, seed=seed, db=row["db"])
         rows.append(row)
     if out and len(checkpoints) >= 2:
         bar_chart([r["name"] for r in rows[1:]], [r["error"] for r in rows[1:]],
@@ -317,39 +317,67 @@ def probe_models(checkpoints=(), backbone=None, *, tiny=False, weights=None, dat
 # ---------------------------------------------------------------------------------------------------------
 # command line
 
-CLI_FLAGS = [  # (flag, type, default, help); bool = switch, list = one or more values
-    ("--checkpoint", list, None, "one or more train.py checkpoints (last.pt / best.pt): probe their encoders θ^T_f"),
-    ("--backbone", str, None, "source model for the pretrained reference (default: the first checkpoint's, "
-                              "else swin_base)"),
-    ("--weights", str, None, "local weight file/folder for --backbone (no network)"),
-    ("--tiny", bool, False, "tiny random-initialised backbone (tests, CPU)"),
-    ("--data-dir", str, None, "root of the data layout (data.load_source_surrogate)"),
-    ("--synthetic-data", bool, False, "synthetic surrogate data (no files needed)"),
-    ("--out", str, "runs/probe", "output folder for the t-SNE PNGs and the bar chart"),
-    ("--max-samples", int, MAX_SAMPLES, "surrogate samples per model (80 % probe training, 20 % test)"),
-    ("--no-tsne", bool, False, "skip the t-SNE pictures (slow on thousands of samples)"),
-    ("--batch-size", int, 64, "batch size of the feature extraction"),
-    ("--seed", int, 0, "seed of the probe split, t-SNE and tiny random initialisations"),
-]
+def get_parser() -> argparse.ArgumentParser:
+    """The command line of the §2.2 experiment (argparse, imported here only)."""
+    import argparse
+
+    def positive_int(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        return value
+
+    p = argparse.ArgumentParser(
+        prog="probe.py",
+        description="Distortion of the source knowledge (§2.2): linear-probe error (Fig. 3) and Davies-Bouldin "
+                    "index / t-SNE (Fig. 2) of source-surrogate features f(e(x^s; θ^S_e0); θ_f) for the pretrained "
+                    "encoder θ^S_f0 and each checkpoint's fine-tuned encoder θ^T_f. The probe trains on the "
+                    "surrogate's train split and is scored on its test split; DB and t-SNE use the test split.")
+    g = p.add_argument_group("what to probe")
+    g.add_argument("--checkpoint", nargs="+", action="extend", default=None, metavar="CKPT",
+                   help="one or more train.py checkpoints (last.pt / best.pt): probe their encoders θ^T_f "
+                        "(one Fig. 3 bar each)")
+    g.add_argument("--backbone", metavar="NAME_OR_PATH", default=None,
+                   help="source model of the pretrained reference θ^S_f0 (default: the first checkpoint's, "
+                        "else swin_base)")
+    g.add_argument("--weights", metavar="PATH", default=None,
+                   help="local weight file/folder for --backbone (no network)")
+    g.add_argument("--tiny", action="store_true", help="tiny random-initialised backbone (tests, CPU)")
+    g.add_argument("--data-dir", metavar="DIR", default=None,
+                   help="root of the data layout: cifar-10-batches-py/ (data_batch_*, test_batch) or "
+                        "conll2003/ (eng.train, eng.testb), see data.load_source_surrogate")
+    g.add_argument("--synthetic-data", action="store_true", help="synthetic surrogate data (no files needed)")
+    g.add_argument("--max-samples", metavar="N", type=positive_int, default=MAX_SAMPLES,
+                   help="surrogate samples {x^s_i, y^s_i} per split and per model: the probe trains on this many "
+                        "train-split samples and is scored on this many test-split samples (default: %(default)s)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", metavar="DIR", default="runs/probe",
+                   help="output folder for the t-SNE PNGs and the bar chart (default: %(default)s)")
+    g.add_argument("--no-tsne", action="store_true", help="skip the t-SNE pictures (slow on thousands of samples)")
+    g.add_argument("--seed", metavar="S", type=int, default=0,
+                   help="seed of the surrogate subsample, t-SNE and tiny random initialisations (default: %(default)s)")
+    g.add_argument("--batch-size", metavar="N", type=positive_int, default=64,
+                   help="batch size of the feature extraction (default: %(default)s)")
+    return p
 
 
-def main(argv=None):
-    """python probe.py [--checkpoint CKPT ...]: table of probe error and DB index (Fig. 3), t-SNE PNGs (Fig. 2)."""
+def main(argv=None) -> int:
+    """python probe.py [--checkpoint CKPT ...]: table of probe error and DB index (Fig. 3), t-SNE PNGs (Fig. 2).
+
+    Usage mistakes exit 2 with argparse's usage line; expected mistakes (missing files, a bad checkpoint, ...)
+    print one line "error: ..." and return 2.
+    """
     import discrepancy
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    usage = "usage: python probe.py [--checkpoint CKPT ...] [--backbone NAME] [--tiny] [--data-dir DIR] " \
-            "[--synthetic-data] [--out DIR] [--max-samples N]"
-    errors = (ProbeError,) + discrepancy._expected_errors()
+    args = get_parser().parse_args(argv)  # argparse: usage + one line, exit 2
     try:
-        o = discrepancy.parse_flags(argv, CLI_FLAGS, usage, error=ProbeError)
-        for k in ("max_samples", "batch_size"):
-            if o[k] < 1:
-                raise ProbeError(f"--{k.replace('_', '-')} must be >= 1; got {o[k]}")
-        rows = probe_models(o["checkpoint"] or (), o["backbone"], tiny=o["tiny"], weights=o["weights"],
-                            data_dir=o["data_dir"], synthetic=o["synthetic_data"], max_samples=o["max_samples"],
-                            seed=o["seed"], out=o["out"], tsne=not o["no_tsne"], batch_size=o["batch_size"])
-    except errors as e:
+        rows = probe_models(args.checkpoint or (), args.backbone, tiny=args.tiny, weights=args.weights,
+                            data_dir=args.data_dir, synthetic=args.synthetic_data, max_samples=args.max_samples,
+                            seed=args.seed, out=args.out, tsne=not args.no_tsne, batch_size=args.batch_size)
+    except (ProbeError,) + discrepancy.expected_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     width = max(len(r["name"]) for r in rows)
@@ -358,7 +386,7 @@ def main(argv=None):
         print(f"{r['name']:<{width}}  {r['error']:15.2f}  {r['db']:8.3f}")
     pictures = [r["tsne"] for r in rows if r["tsne"]]
     if len(rows) > 2:
-        pictures.append(os.path.join(o["out"], "linear_probe.png"))
+        pictures.append(os.path.join(args.out, "linear_probe.png"))
     if pictures:
         print("wrote " + ", ".join(pictures))
     return 0

@@ -365,11 +365,12 @@ def load_surrogate(cfg: dict, spec, source):
     return ds, labels
 
 
-def source_batches(cfg: dict, spec, source, m: dict, seed: int):
-    """Endless class-balanced batches of the source surrogate, as source tokens e(x^s; θ^S_e0) from the
-    frozen source embedder, with labels y^s; every batch holds ≥ 2 samples of each of its classes."""
+def source_batches(surrogate, source, cfg: dict, m: dict, seed: int):
+    """Endless class-balanced batches of the source surrogate (ds, labels), as source tokens e(x^s; θ^S_e0)
+    from the frozen source embedder, with labels y^s; every batch holds ≥ 2 samples of each of its classes.
+    The order depends only on `seed` (and the rank), so a resumed epoch sees the same source batches."""
     import data
-    ds, labels = load_surrogate(cfg, spec, source)
+    ds, labels = surrogate
     k = min(cfg["source_classes"], len(set(labels)))
     sampler = data.ClassBalancedBatchSampler(labels, k, cfg["source_per_class"], seed=seed + m["rank"])
     while True:
@@ -459,8 +460,10 @@ def stage1(cfg: dict, m: dict, model, source, td, spec, state: dict, log) -> Non
     if state.get("stage") == 1 and "optimizer" in state:
         opt.load_state_dict(state["optimizer"])
     outer_fn = losses.OUTER_LOSSES[cfg["outer_loss"]]
-    batches = source_batches(cfg, spec, source, m, seed=cfg["seed"]) if kind == "mona" else None
-    v = cached_outer_grad(model, batches, outer_fn, cfg, m) if kind == "mona" and cfg["cache_outer_grad"] else None
+    surrogate = load_surrogate(cfg, spec, source) if kind == "mona" else None
+    v = None
+    if kind == "mona" and cfg["cache_outer_grad"]:
+        v = cached_outer_grad(model, source_batches(surrogate, source, cfg, m, cfg["seed"]), outer_fn, cfg, m)
     start = state["epoch"] + 1 if state.get("stage") == 1 else 0
     model.train()
     for epoch in range(start, cfg["stage1_epochs"]):
@@ -470,6 +473,8 @@ def stage1(cfg: dict, m: dict, model, source, td, spec, state: dict, log) -> Non
                              workers=cfg["workers"])
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
+        if kind == "mona":
+            batches = source_batches(surrogate, source, cfg, m, seed=epoch_seed(cfg, 1, epoch))
         bar = progress(loader, m, cfg, f"stage 1 [{kind}] epoch {epoch + 1}/{cfg['stage1_epochs']}")
         for x, y in bar:
             x, y = x.to(m["device"]), y.to(m["device"])

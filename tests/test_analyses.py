@@ -164,15 +164,27 @@ def test_input_errors():
 
 
 
-def test_flag_reader():
-    flags = [("--task", str, None, ""), ("--num-experiments", int, 5, ""), ("--tiny", bool, False, ""),
-             ("--checkpoint", list, None, "")]
-    o = dm.parse_flags(["--task=ecg", "--checkpoint", "a.pt", "b.pt", "--tiny", "--checkpoint=c.pt"], flags, "")
-    assert o == {"task": "ecg", "num_experiments": 5, "tiny": True, "checkpoint": ["a.pt", "b.pt", "c.pt"]}
-    for argv, msg in ((["--nope"], "unknown option"), (["--task"], "needs a value"),
-                      (["--num-experiments", "x"], "expects int"), (["--tiny=1"], "switch")):
-        with pytest.raises(dm.DiscrepancyError, match=msg):
-            dm.parse_flags(argv, flags, "")
+def test_discrepancy_parser():
+    """get_parser parses a list of strings; defaults are the paper's (I = 100,000, Alg. 2's random search)."""
+    a = dm.get_parser().parse_args(["--task=ecg", "--tiny", "--num-experiments", "7", "--method", "assignment"])
+    assert (a.task, a.tiny, a.num_experiments, a.method, a.synthetic_data) == ("ecg", True, 7, "assignment", False)
+    d = dm.get_parser().parse_args([])
+    assert (d.num_experiments, d.method, d.seed, d.max_samples, d.checkpoint) == (dm.NUM_EXPERIMENTS, "random", 0,
+                                                                                 None, None)
+    assert "Alg. 2" in dm.get_parser().format_help()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "ninapro", "--method", "greedy"], "invalid choice: 'greedy'"),
+    (["--task", "ninapro", "--num-experiments", "many"], "expects an integer"),
+    (["--task", "ninapro", "--max-samples", "0"], "must be >= 1"),
+    (["--nope"], "unrecognized arguments: --nope"),
+])
+def test_discrepancy_cli_usage_errors_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        dm.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err
 
 # ---------------------------------------------------------------------------------------------------------
 # probe.py
@@ -180,22 +192,27 @@ def test_flag_reader():
 probe = pytest.importorskip("probe")
 
 
-def blobs(seed, n=400, d=20, K=4, sep=8.0):
-    rng = np.random.default_rng(seed)
+def blobs(seed, n=400, d=20, K=4, sep=8.0, draw=0):
+    """Gaussian blobs around K centres fixed by `seed`; `draw` picks an independent sample (train / test)."""
+    centres = np.random.default_rng(seed).normal(0.0, sep, (K, d))
+    rng = np.random.default_rng([seed, draw + 1])
     y = rng.integers(0, K, n)
-    centres = rng.normal(0.0, sep, (K, d))
     return centres[y] + rng.normal(size=(n, d)), y
 
 
 def test_linear_probe_error_separable_and_shuffled():
-    X, y = blobs(0)
-    tr, te = probe.probe_split(y, seed=0)
-    assert probe.linear_probe_error(X[tr], y[tr], X[te], y[te]) < 1.0
-    y_shuffled = np.random.default_rng(1).permutation(y)  # labels independent of the features
-    err = probe.linear_probe_error(X[tr], y_shuffled[tr], X[te], y_shuffled[te])
+    """Fit on one draw, score on another draw of the same blobs (the train / test splits of probe_models)."""
+    (X, y), (Xt, yt) = blobs(0, draw=0), blobs(0, n=200, draw=1)
+    assert probe.linear_probe_error(X, y, Xt, yt) < 1.0  # separable classes: ~0 % test error
+    y_shuffled = np.random.default_rng(1).permutation(y)  # training labels independent of the features
+    err = probe.linear_probe_error(X, y_shuffled, Xt, yt)
     assert 55.0 < err < 95.0  # chance is 75 % for 4 balanced classes
+    other = blobs(1, n=200, draw=1)  # other centres: what the probe learnt does not transfer
+    assert probe.linear_probe_error(X, y, *other) > 30.0
     with pytest.raises(probe.ProbeError, match="single class"):
-        probe.linear_probe_error(X[tr], np.zeros(len(tr), int), X[te], y[te])
+        probe.linear_probe_error(X, np.zeros(len(y), int), Xt, yt)
+    with pytest.raises(probe.ProbeError, match="d=20"):
+        probe.linear_probe_error(X, y, Xt[:, :5], yt)
 
 
 def test_davies_bouldin_matches_formula_and_sklearn():
@@ -314,8 +331,7 @@ def test_discrepancy_cli_tiny_synthetic(tiny_swin, tmp_path, capsys):
     (["--task", "fsd50k", "--synthetic-data", "--tiny"], "not single-label classification"),
     (["--task", "no-such-task", "--synthetic-data", "--tiny"], "no-such-task"),
     (["--task", "ninapro", "--checkpoint", "/no/such/file.pt"], "no such file"),
-    (["--task", "ninapro", "--method", "greedy"], "--method"),
-    (["--task", "ninapro", "--num-experiments", "many"], "expects int"),
+    (["--synthetic-data", "--tiny"], "no target task"),
 ])
 def test_discrepancy_cli_expected_mistakes(argv, message, capsys):
     _siblings()
@@ -330,22 +346,72 @@ def test_cli_entry_points_exit_without_traceback():
                          ("probe.py", ["--checkpoint", "/no/such/file.pt"])):
         r = subprocess.run([sys.executable, os.path.join(ROOT, script), *argv], capture_output=True, text=True,
                            cwd=ROOT, timeout=120)
-        assert r.returncode != 0 and "Traceback" not in r.stderr and r.stderr.startswith("error: ")
+        assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("error: ")
         assert len(r.stderr.strip().splitlines()) == 1
+    for script in ("discrepancy.py", "probe.py"):  # argparse's own usage error: usage line + one line, exit 2
+        r = subprocess.run([sys.executable, os.path.join(ROOT, script), "--batch-size", "0"], capture_output=True,
+                           text=True, cwd=ROOT, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("usage: ")
+        assert "--batch-size: must be >= 1" in r.stderr
+
+
+def test_probe_parser_and_mistakes(tmp_path, capsys):
+    a = probe.get_parser().parse_args(["--checkpoint", "a.pt", "b.pt", "--tiny", "--checkpoint=c.pt"])
+    assert a.checkpoint == ["a.pt", "b.pt", "c.pt"] and a.tiny and a.max_samples == probe.MAX_SAMPLES
+    assert probe.get_parser().parse_args([]).checkpoint is None
+    with pytest.raises(SystemExit) as e:
+        probe.main(["--max-samples", "x"])
+    assert e.value.code == 2 and "expects an integer" in capsys.readouterr().err
+    _siblings()
+    # real data asked for, none there: one line naming the missing CIFAR-10 file (train split read first)
+    assert probe.main(["--tiny", "--data-dir", str(tmp_path), "--no-tsne"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "data_batch_1" in err and len(err.strip().splitlines()) == 1
+
+
+def _probe_oracle(source, n):
+    """Pretrained-encoder numbers by hand: mean-pooled features of the synthetic surrogate's train and test
+    splits, scikit-learn's scaler + logistic regression fit on train, error and DB index on test."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import davies_bouldin_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    _, _, data, _ = _siblings()
+    feats = []
+    for split in ("train", "test"):
+        ds = data.load_source_surrogate("cifar10", synthetic=True, max_samples=n, seed=0, split=split)
+        x = torch.stack([ds[i][0] for i in range(len(ds))])
+        with torch.no_grad():
+            feats.append((source.source_features(x).mean(1).numpy(), ds.labels))  # (n, d) f^s_i
+    (Xtr, ytr), (Xte, yte) = feats
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)).fit(Xtr, ytr)
+    return 100.0 * np.mean(clf.predict(Xte) != yte), davies_bouldin_score(Xte, yte)
 
 
 def test_probe_cli_tiny_synthetic(tiny_swin, tmp_path, capsys):
     same, moved = str(tmp_path / "same.pt"), str(tmp_path / "moved.pt")
     _write_checkpoint(same, "cifar100", tiny_swin)  # encoder = the pretrained one: same probe numbers
-    _write_checkpoint(moved, "ninapro", tiny_swin, encoder_noise=0.5)  # a distorted encoder
+    distorted = _write_checkpoint(moved, "ninapro", tiny_swin, encoder_noise=0.5).encoder  # θ^T_f
     out = tmp_path / "probe"
-    assert probe.main(["--checkpoint", same, moved, "--tiny", "--synthetic-data", "--max-samples", "50",
+    assert probe.main(["--checkpoint", same, moved, "--tiny", "--synthetic-data", "--max-samples", "30",
                        "--out", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     rows = {ln.split()[0]: (float(ln.split()[1]), float(ln.split()[2])) for ln in lines[1:4]}
     assert set(rows) == {"pretrained", "cifar100-finetune", "ninapro-finetune"}
     assert rows["cifar100-finetune"] == rows["pretrained"]
     assert rows["ninapro-finetune"][1] != rows["pretrained"][1]  # the checkpoint's encoder was really loaded
+    # oracle: the probe trains on the train split, error and DB index come from the test split
+    for name, encoder in (("pretrained", None), ("ninapro-finetune", distorted)):
+        source = tiny_swin
+        if encoder is not None:  # the source model with the checkpoint's encoder θ^T_f swapped in
+            import copy
+
+            source = copy.deepcopy(tiny_swin)
+            source.encoder.load_state_dict(encoder.state_dict())
+        err, db = _probe_oracle(source, 30)
+        assert rows[name][0] == pytest.approx(err, abs=0.006) and rows[name][1] == pytest.approx(db, abs=6e-4)
     for name in ("tsne_pretrained.png", "tsne_cifar100-finetune.png", "tsne_ninapro-finetune.png",
                  "linear_probe.png"):
         assert (out / name).stat().st_size > 1000

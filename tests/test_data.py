@@ -581,6 +581,96 @@ def test_synthetic_surrogates():
     assert x.shape == (200, 32) and x.dtype == torch.int64 and int(x.max()) < 50 and set(t.labels.tolist()) == {0, 1, 2, 3}
 
 
+def test_cifar10_surrogate_test_split(tmp_path):
+    """split="test" reads test_batch only, subsamples it with the seed and applies no augmentation."""
+    rng = np.random.default_rng(21)
+    te = _write_cifar(tmp_path / "cifar-10-batches-py" / "test_batch", 25, "labels", rng, bytes_keys=True)
+    with pytest.raises(DataError, match="data_batch_1"):              # the train split reads other files
+        data.load_source_surrogate("cifar10", tmp_path, max_samples=10)
+    ds = data.load_source_surrogate("cifar10", tmp_path, max_samples=10, seed=3, split="test")
+    allx, ally = te[b"data"].reshape(-1, 3, 32, 32), np.asarray(te[b"labels"])
+    mean, std = np.array(data.CIFAR10_MEAN)[:, None, None], np.array(data.CIFAR10_STD)[:, None, None]
+    assert len(ds) == 10 and len(set(ds.rows.tolist())) == 10 and ds.rows.max() < 25
+    np.testing.assert_array_equal(ds.rows, np.sort(np.random.default_rng(3).choice(25, 10, replace=False)))
+    for j in range(10):                  # exactly the normalised pixels: no crop, no flip
+        x, y = ds[j]
+        np.testing.assert_allclose(x.numpy(), (allx[ds.rows[j]] / 255.0 - mean) / std, atol=1e-5)
+        assert int(y) == ally[ds.rows[j]]
+    full = data.load_source_surrogate("cifar10", tmp_path, max_samples=5000, split="test")
+    assert full.rows.tolist() == list(range(25))
+    with pytest.raises(DataError, match="unknown split 'val'"):
+        data.load_source_surrogate("cifar10", tmp_path, split="val")
+
+
+CONLL_TEST = """-DOCSTART- -X- -X- O
+
+Japan NNP I-NP B-LOC
+beats VBZ I-VP O
+Syria NNP I-NP B-LOC
+in IN I-PP O
+Asian JJ I-NP B-MISC
+Cup NNP I-NP I-MISC
+. . O O
+
+Nadim NNP I-NP B-PER
+Ladki NNP I-NP I-PER
+"""
+
+
+@pytest.mark.parametrize("name", ["eng.testb", "test.txt"])
+def test_conll_surrogate_test_split(tmp_path, name):
+    (tmp_path / "conll2003").mkdir()
+    (tmp_path / "conll2003" / "eng.train").write_text(CONLL)
+    with pytest.raises(DataError) as e:                             # only the train file exists
+        data.load_source_surrogate("conll2003", tmp_path, tokenizer=object(), split="test")
+    assert "eng.testb" in str(e.value) and "test.txt" in str(e.value) and "\n" not in str(e.value)
+    (tmp_path / "conll2003" / name).write_text(CONLL_TEST)
+    tok = _tokenizer((CONLL + CONLL_TEST).split())
+    m = data.conll_mentions(str(tmp_path / "conll2003" / name))
+    assert [(" ".join(w), data.CONLL_TYPES[t]) for _, w, t in m] == [
+        ("Japan", "LOC"), ("Syria", "LOC"), ("Asian Cup", "MISC"), ("Nadim Ladki", "PER")]
+    ds = data.load_source_surrogate("conll2003", tmp_path, tokenizer=tok, seed=0, split="test")
+    expected = sorted((tok(" ".join(w), " ".join(s), truncation=True, max_length=32, padding="max_length")
+                       ["input_ids"], t) for s, w, t in m)
+    assert sorted((ds[j][0].tolist(), int(ds[j][1])) for j in range(len(ds))) == expected
+    train = data.load_source_surrogate("conll2003", tmp_path, tokenizer=tok, seed=0)
+    assert len(train) == 5 and not {tuple(r) for r, _ in expected} & {tuple(train[j][0].tolist()) for j in range(5)}
+
+
+def _nearest_centroid_error(x_fit, y_fit, x_eval, y_eval, k):
+    """0-1 error of the nearest class mean (fitted on one set) on another set: brute-force distances."""
+    c = np.stack([x_fit[y_fit == j].mean(0) for j in range(k)])       # (k, D)
+    d = ((x_eval[:, None, :] - c[None]) ** 2).sum(-1)                 # (n, k)
+    return float(np.mean(d.argmin(1) != y_eval))
+
+
+def test_synthetic_surrogate_test_split_same_distribution():
+    def arrays(ds):
+        return torch.stack([ds[i][0] for i in range(len(ds))]).reshape(len(ds), -1).numpy(), ds.labels
+
+    tr = arrays(data.load_source_surrogate("cifar10", synthetic=True, seed=4))
+    te = arrays(data.load_source_surrogate("cifar10", synthetic=True, seed=4, split="test", n_synthetic=60))
+    again = arrays(data.load_source_surrogate("cifar10", synthetic=True, seed=4, split="test", n_synthetic=60))
+    other = arrays(data.load_source_surrogate("cifar10", synthetic=True, seed=5))
+    small = arrays(data.load_source_surrogate("cifar10", synthetic=True, seed=4, n_synthetic=30))
+    np.testing.assert_array_equal(te[0], again[0])                       # seeded
+    assert te[0].shape == (60, 3072) and set(te[1].tolist()) == set(range(10))
+    assert np.abs(tr[0][:, None, :] - te[0][None]).max(-1).min() > 0.5  # a fresh draw, no repeated sample
+    assert _nearest_centroid_error(*tr, *te, 10) == 0.0                   # same class templates
+    assert _nearest_centroid_error(*small, *te, 10) == 0.0               # ... whatever the number of samples
+    assert _nearest_centroid_error(*other, *te, 10) > 0.5                # another seed: other templates
+    # conll2003: every split draws half its tokens from the class's band of the vocabulary
+    V, k = 50, len(data.CONLL_TYPES)
+    for split in ("train", "test"):
+        x, y = arrays(data.load_source_surrogate("conll2003", synthetic=True, vocab_size=V, seed=4, split=split))
+        band = (x[:, 1:-1] - 3) // ((V - 3) // k)                        # (n, 30) band of each body token
+        votes = np.stack([(band == c).sum(1) for c in range(k)], 1)      # (n, k)
+        assert np.mean(votes.argmax(1) == y) > 0.95
+        if split == "train":
+            x_train = x
+    assert not np.array_equal(x, x_train)
+
+
 # --------------------------------------------------------------------------------------------------
 # Custom data
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,127 @@
+"""Smoke and robustness tests of train.py: every method with --demo on a 2D, a 1D and a PDE task; resume
+after a kill reaches the same result; stage 1 + stage 2 run separately equal one run; non-finite loss
+stops cleanly; bad arguments give one line and exit 2; a 2-process gloo run (torchrun) works."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import train  # noqa: E402
+
+FAST = ["--demo", "--no-progress", "--epochs", "1", "--max-train-samples", "16", "--batch-size", "8"]
+
+
+def run_main(tmp_path, *args, name="run"):
+    out = str(tmp_path / name)
+    rc = train.main([*args, "--out", out, *FAST])
+    return rc, out
+
+
+@pytest.mark.parametrize("task", ["cifar100", "ecg", "advection"])
+@pytest.mark.parametrize("method", list(train.METHODS))
+def test_every_method_runs_demo(tmp_path, task, method):
+    rc, out = run_main(tmp_path, "--task", task, "--method", method)
+    assert rc == 0
+    result = json.load(open(os.path.join(out, "result.json")))
+    assert result["task"] == task and result["method"] == method
+    assert all(map(lambda v: v == v and abs(v) < float("inf"), (result["test"], result["best_val"])))
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    stages = [r["stage"] for r in rows]
+    assert stages.count(2) == 1
+    assert stages.count(1) == (1 if train.METHODS[method]["stage1"] else 0)
+    for f in ("last.pt", "best.pt") + (("stage1_embedder.pt",) if train.METHODS[method]["stage1"] else ()):
+        assert os.path.getsize(os.path.join(out, f)) > 0
+
+
+def test_stage1_changes_only_the_embedder(tmp_path):
+    """MoNA's stage 1 (Alg. 1) updates φ_e; the encoder stays at θ^S_f0 and the head at its init."""
+    rc, out = run_main(tmp_path, "--task", "cifar100", "--method", "mona", "--stage", "1")
+    assert rc == 0
+    after = torch.load(os.path.join(out, "stage1_embedder.pt"), weights_only=False)["model"]
+    cfg = train.resolve_config(train.get_parser().parse_args(
+        ["--task", "cifar100", "--method", "mona", "--out", str(tmp_path / "x"), *FAST]))
+    _, _, _, model = train.build_run(cfg, dict(device=torch.device("cpu"), rank=0, world=1, main=True))
+    before = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("embedder.") for k in changed)
+
+
+@pytest.mark.parametrize("method", ["mona", "finetune"])
+def test_resume_after_kill_matches_uninterrupted(tmp_path, monkeypatch, method):
+    args = ["--task", "cifar100", "--method", method, "--epochs", "2", "--stage1-epochs", "2"]
+    rc, full = run_main(tmp_path, *args, name="full")
+    assert rc == 0
+    kill_at = "1:1" if method == "mona" else "2:1"
+    monkeypatch.setenv("MONA_TEST_KILL_AFTER", kill_at)
+    with pytest.raises(KeyboardInterrupt):
+        run_main(tmp_path, *args, name="killed")
+    monkeypatch.delenv("MONA_TEST_KILL_AFTER")
+    rc, resumed = run_main(tmp_path, *args, "--resume", name="killed")
+    assert rc == 0
+    a = json.load(open(os.path.join(full, "result.json")))
+    b = json.load(open(os.path.join(resumed, "result.json")))
+    assert a["test"] == b["test"] and a["best_val"] == b["best_val"]
+    wa = torch.load(os.path.join(full, "last.pt"), weights_only=False)["model"]
+    wb = torch.load(os.path.join(resumed, "last.pt"), weights_only=False)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    rows = [json.loads(line) for line in open(os.path.join(resumed, "metrics.jsonl"))]
+    assert len(rows) == len([json.loads(line) for line in open(os.path.join(full, "metrics.jsonl"))])
+
+
+def test_stage1_then_stage2_equals_all(tmp_path):
+    args = ["--task", "ecg", "--method", "emb"]
+    rc, full = run_main(tmp_path, *args, name="all")
+    assert rc == 0
+    assert run_main(tmp_path, *args, "--stage", "1", name="split")[0] == 0
+    assert run_main(tmp_path, *args, "--stage", "2", name="split")[0] == 0
+    a = json.load(open(os.path.join(full, "result.json")))
+    b = json.load(open(os.path.join(tmp_path / "split", "result.json")))
+    assert a["test"] == b["test"]
+
+
+def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, capsys):
+    out = str(tmp_path / "nan")
+    rc = train.main(["--task", "cifar100", "--method", "finetune", "--out", out, *FAST, "--epochs", "3",
+                     "--lr", "1e38"])
+    assert rc == train.EXIT_NONFINITE
+    err = capsys.readouterr().err
+    assert "non-finite loss" in err and "Traceback" not in err
+    assert not os.path.exists(os.path.join(out, "result.json"))
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--task", "nosuchtask"], "unknown --task"),
+    (["--task", "cifar100", "--method", "magic"], "unknown --method"),
+    (["--task", "cifar100", "--backbone", "/no/such/folder"], "no such folder"),
+    (["--task", "cifar100", "--weights", "/no/such/file.safetensors"], "no such file"),
+    (["--task", "ecg", "--backbone", "swin_base", "--tiny", "--synthetic-data"], "2D body"),
+])
+def test_bad_arguments_one_line_exit_2(tmp_path, capsys, argv, needle):
+    rc = train.main([*argv, "--out", str(tmp_path / "bad"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == train.EXIT_USAGE
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_existing_run_is_not_overwritten(tmp_path, capsys):
+    assert run_main(tmp_path, "--task", "cifar100", "--method", "finetune")[0] == 0
+    assert run_main(tmp_path, "--task", "cifar100", "--method", "finetune")[0] == train.EXIT_USAGE
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_torchrun_two_processes_gloo(tmp_path):
+    """DDP: stage 1 all-reduces φ's meta-gradient, stage 2 wraps the model in DDP (gloo on the CPU)."""
+    out = str(tmp_path / "ddp")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           os.path.join(ROOT, "train.py"), "--task", "cifar100", "--method", "mona", "--device", "cpu",
+           "--out", out, *FAST]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.load(open(os.path.join(out, "result.json")))
+    assert result["method"] == "mona" and result["test"] == result["test"]
