@@ -47,8 +47,8 @@ the planted subset's value 0.324 in ~82 swaps (~10 s).
 The command line (`python discrepancy.py --task TASK ...`: `get_parser`, `main`) is at the end of the file.
 It uses argparse like train.py, imported inside those two functions only (the estimator and the other library
 functions take explicit arguments); it imports torch and the sibling modules (backbones, data, embedders)
-lazily too, so the estimator needs only numpy and scipy. `load_checkpoint` / `load_prefixed` are the one
-checkpoint reader of the analyses; probe.py uses them.
+lazily too, so the estimator needs only numpy and scipy. Checkpoints are read by train.load_checkpoint (the
+module that writes them); `load_prefixed` loads their "embedder." / "encoder." tensors, for probe.py too.
 """
 from __future__ import annotations
 
@@ -383,28 +383,6 @@ def modality_discrepancy(source_logits, target_labels, num_experiments=NUM_EXPER
 DEFAULT_BACKBONE = {"2d": "swin_base", "1d": "roberta_base"}  # §4: Swin-B for 2D tasks, RoBERTa-base for 1D
 
 
-def load_checkpoint(path):
-    """A train.py checkpoint dict ("format": "mona-checkpoint-v1", "config", "model"); DiscrepancyError if not.
-
-    The one checkpoint reader of the analyses (probe.py uses it too, with load_prefixed).
-    """
-    import os
-
-    import torch
-
-    if not os.path.isfile(path):
-        raise DiscrepancyError(f"checkpoint {path!r}: no such file (train.py writes stage1_embedder.pt, last.pt, "
-                               f"best.pt in its --out folder)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - truncated or foreign file
-        raise DiscrepancyError(f"checkpoint {path!r}: not readable ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "mona-checkpoint-v1" or "model" not in ckpt:
-        raise DiscrepancyError(f"checkpoint {path!r}: not a train.py checkpoint (no format 'mona-checkpoint-v1')")
-    ckpt.setdefault("config", {})
-    return ckpt
-
-
 def load_prefixed(module, state, prefix, path):
     """module.load_state_dict of the `prefix.*` entries of a checkpoint's model state; one-line error if off."""
     sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -441,8 +419,9 @@ def target_source_logits(task=None, backbone=None, *, data_dir=None, synthetic=F
     import backbones
     import data
     import embedders
+    import train
 
-    ckpt = load_checkpoint(checkpoint) if checkpoint else None
+    ckpt = train.load_checkpoint(checkpoint) if checkpoint else None
     cfg = ckpt["config"] if ckpt else {}
     task = task or cfg.get("task")
     if not task:
@@ -498,27 +477,25 @@ def target_source_logits(task=None, backbone=None, *, data_dir=None, synthetic=F
 
 def expected_errors():
     """Error classes of expected mistakes (printed as one line, no traceback); probe.py's CLI uses them too."""
-    errors = [DiscrepancyError]
-    for mod, name in (("backbones", "BackboneError"), ("data", "DataError"), ("embedders", "EmbedderError")):
-        try:
-            errors.append(getattr(__import__(mod), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
+    import train
+    return (DiscrepancyError,) + train.expected_errors()
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1 (I, n_t, batch sizes)."""
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def get_parser() -> argparse.ArgumentParser:
     """The command line of the Fig. 4 measurement (argparse, imported here only: the estimator needs none)."""
     import argparse
-
-    def positive_int(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-        return value
 
     p = argparse.ArgumentParser(
         prog="discrepancy.py",

@@ -27,7 +27,7 @@ Core functions need numpy + scikit-learn; matplotlib is imported only where a pi
 no pyplot state); torch and the sibling modules only in the feature extraction and the command line
 (`python probe.py --checkpoint A.pt B.pt ...`: `get_parser`, `main`). The command line uses argparse like
 train.py, imported inside those two functions only (library functions take explicit arguments); checkpoints
-are read by discrepancy.py's load_checkpoint / load_prefixed (one reader for both analyses).
+are read by train.load_checkpoint and discrepancy.load_prefixed (one reader for both analyses).
 
 The pretrained reference and each checkpoint are rebuilt with torch.manual_seed(config seed) first, as
 train.py does, so tiny random-initialised bodies (tests, --tiny) get the same θ^S_e0 as in training.
@@ -212,9 +212,10 @@ def load_encoder(source, checkpoint):
     tensors do not fit (another backbone / tiny setting).
     """
     import discrepancy
+    import train
 
     try:
-        ckpt = discrepancy.load_checkpoint(checkpoint)
+        ckpt = train.load_checkpoint(checkpoint)
         discrepancy.load_prefixed(source.encoder, ckpt["model"], "encoder.", checkpoint)
     except discrepancy.DiscrepancyError as e:
         raise ProbeError(str(e)) from None
@@ -262,11 +263,12 @@ def probe_models(checkpoints=(), backbone=None, *, tiny=False, weights=None, dat
     to `out` and, for several checkpoints, the Fig. 3 bar chart out/linear_probe.png.
     """
     import discrepancy
+    import train
 
     configs = []
     for path in checkpoints:
         try:
-            configs.append(discrepancy.load_checkpoint(path)["config"])
+            configs.append(train.load_checkpoint(path)["config"])
         except discrepancy.DiscrepancyError as e:
             raise ProbeError(str(e)) from None
     first = configs[0] if configs else {}
@@ -321,14 +323,7 @@ def get_parser() -> argparse.ArgumentParser:
     """The command line of the §2.2 experiment (argparse, imported here only)."""
     import argparse
 
-    def positive_int(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-        return value
+    import discrepancy
 
     p = argparse.ArgumentParser(
         prog="probe.py",
@@ -350,7 +345,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="root of the data layout: cifar-10-batches-py/ (data_batch_*, test_batch) or "
                         "conll2003/ (eng.train, eng.testb), see data.load_source_surrogate")
     g.add_argument("--synthetic-data", action="store_true", help="synthetic surrogate data (no files needed)")
-    g.add_argument("--max-samples", metavar="N", type=positive_int, default=MAX_SAMPLES,
+    g.add_argument("--max-samples", metavar="N", type=discrepancy.positive_int, default=MAX_SAMPLES,
                    help="surrogate samples {x^s_i, y^s_i} per split and per model: the probe trains on this many "
                         "train-split samples and is scored on this many test-split samples (default: %(default)s)")
     g = p.add_argument_group("output")
@@ -359,7 +354,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-tsne", action="store_true", help="skip the t-SNE pictures (slow on thousands of samples)")
     g.add_argument("--seed", metavar="S", type=int, default=0,
                    help="seed of the surrogate subsample, t-SNE and tiny random initialisations (default: %(default)s)")
-    g.add_argument("--batch-size", metavar="N", type=positive_int, default=64,
+    g.add_argument("--batch-size", metavar="N", type=discrepancy.positive_int, default=64,
                    help="batch size of the feature extraction (default: %(default)s)")
     return p
 
@@ -371,6 +366,7 @@ def main(argv=None) -> int:
     print one line "error: ..." and return 2.
     """
     import discrepancy
+    import train
 
     args = get_parser().parse_args(argv)  # argparse: usage + one line, exit 2
     try:

@@ -269,12 +269,18 @@ def write_text_atomic(text: str, path: str) -> None:
 
 
 def load_checkpoint(path: str) -> dict:
+    """A checkpoint this module wrote ({"format": "mona-checkpoint-v1", "config", "model", ...}); the one
+    reader of the project (probe.py and discrepancy.py use it too). RunError (one line) otherwise."""
+    if not os.path.isfile(path):
+        raise RunError(f"checkpoint {path!r}: no such file (train.py writes stage1_embedder.pt, last.pt and "
+                       f"best.pt in its --out folder)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # truncated or foreign file
-        raise RunError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "mona-checkpoint-v1":
-        raise RunError(f"{path}: not a train.py checkpoint (no format 'mona-checkpoint-v1')")
+        raise RunError(f"checkpoint {path!r}: not readable ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "mona-checkpoint-v1" or "model" not in ckpt:
+        raise RunError(f"checkpoint {path!r}: not a train.py checkpoint (no format 'mona-checkpoint-v1')")
+    ckpt.setdefault("config", {})
     return ckpt
 
 
@@ -759,9 +765,11 @@ def run(cfg: dict) -> dict:
 
 
 def expected_errors() -> tuple:
-    """Error classes of expected mistakes: printed as one line, no traceback."""
+    """Error classes of expected mistakes (bad arguments, files, shapes): printed as one line, no traceback.
+    probe.py and discrepancy.py use the same list."""
     errors = [RunError]
-    for mod, name in (("backbones", "BackboneError"), ("data", "DataError")):
+    for mod, name in (("backbones", "BackboneError"), ("data", "DataError"), ("embedders", "EmbedderError"),
+                      ("predictors", "PredictorError"), ("losses", "LossError"), ("meta", "MetaGradError")):
         try:
             errors.append(getattr(__import__(mod), name))
         except (ImportError, AttributeError):
