@@ -79,7 +79,9 @@ STAGE1_DEFAULTS = dict(
     orca_samples=2000,  # ORCA: target samples used for OTDD classes / k-means (baselines.md quirk 16)
     orca_maxsamples=128,
 )
-DEMO = dict(epochs=2, stage1_epochs=1, batch_size=8, accum=1, max_train_samples=64,
+# --demo: tiny random body + synthetic data + a short schedule. A random tiny body needs a larger step than
+# the paper's pretrained ones, hence lr 1e-3 with a 1-epoch warm-up (explicit flags still win).
+DEMO = dict(epochs=4, stage1_epochs=1, batch_size=8, accum=1, max_train_samples=64, lr=1e-3, warmup_epochs=1,
             source_per_class=2, orca_samples=64, orca_maxsamples=16)
 EXIT_USAGE, EXIT_NONFINITE = 2, 3
 
@@ -194,7 +196,8 @@ def fill_from_spec(cfg: dict, spec) -> dict:
         if cfg[k] is None:
             cfg[k] = getattr(spec, k)
     cfg["optimizer"], cfg["momentum"], cfg["clip"] = spec.optimizer, spec.momentum, spec.clip
-    cfg["warmup_epochs"], cfg["decay_epochs"] = spec.warmup_epochs, spec.decay_epochs
+    cfg.setdefault("warmup_epochs", spec.warmup_epochs)   # ORCA's WarmupLR (--demo: 1 epoch)
+    cfg["decay_epochs"] = cfg["epochs"] if cfg["demo"] else spec.decay_epochs
     cfg["betas"] = list(spec.betas)
     if cfg["stage1_epochs"] is None:              # ORCA's own stage 1 is 60 epochs (baselines.md §3.4)
         cfg["stage1_epochs"] = 60 if cfg["method"] == "orca" else spec.stage1_epochs
