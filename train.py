@@ -306,7 +306,7 @@ def progress(it, m: dict, cfg: dict, desc: str):
 
 def check_finite(loss: torch.Tensor, where: str, out: str) -> None:
     if not torch.isfinite(loss).all():
-        raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at {where}; stopped, the last good checkpoint "
+        raise NonFiniteLoss(f"non-finite loss or gradient ({loss.item()}) at {where}; stopped, the last good checkpoint "
                             f"is kept in {out} (lower --lr or use --resume after fixing the cause)")
 
 
@@ -504,7 +504,9 @@ def stage1(cfg: dict, m: dict, model, source, td, spec, state: dict, log) -> Non
                 loss = task_loss(out.float(), y)
                 g = torch.autograd.grad(loss, list(phi.values()), allow_unused=True, materialize_grads=True)
                 grads, st = dict(zip(phi, g)), {"inner_loss": loss.item()}
-            check_finite(loss, f"stage 1 epoch {epoch + 1}", cfg["out"])
+            # a finite L_inner can still come with a non-finite meta term (L_outer): check both
+            check_finite(loss + sum(g.float().sum() for g in grads.values()), f"stage 1 epoch {epoch + 1}",
+                         cfg["out"])
             all_reduce_mean_(grads.values(), m)
             for k, p in phi.items():
                 p.grad = grads[k].detach().to(p.dtype)
