@@ -162,6 +162,9 @@ def resolve_config(args: argparse.Namespace) -> dict:
         raise RunError(f"unknown --method {args.method!r}; choose one of: {', '.join(METHODS)}")
     if args.task != "custom" and args.task not in data.TASKS:
         raise RunError(f"unknown --task {args.task!r}; choose one of: {', '.join(data.TASKS)}, custom")
+    if args.task == "custom" and (args.demo or args.synthetic_data):
+        raise RunError("--task custom has no synthetic data (it is your files in --data-dir): drop --demo and "
+                       "--synthetic-data (--tiny alone gives the tiny body)")
     cfg = dict(vars(args))
     for k, v in STAGE1_DEFAULTS.items():           # settings without a flag
         cfg.setdefault(k, v)
@@ -504,10 +507,12 @@ def stage1(cfg: dict, m: dict, model, source, td, spec, state: dict, log) -> Non
                 loss = task_loss(out.float(), y)
                 g = torch.autograd.grad(loss, list(phi.values()), allow_unused=True, materialize_grads=True)
                 grads, st = dict(zip(phi, g)), {"inner_loss": loss.item()}
-            # a finite L_inner can still come with a non-finite meta term (L_outer): check both
-            check_finite(loss + sum(g.float().sum() for g in grads.values()), f"stage 1 epoch {epoch + 1}",
-                         cfg["out"])
             all_reduce_mean_(grads.values(), m)
+            # a finite L_inner can still come with a non-finite meta term (L_outer): check both; the gradient
+            # is all-reduced first, so under torchrun every rank sees a NaN and all stop together
+            local = loss if m["world"] == 1 else loss.new_zeros(())
+            check_finite(local + sum(g.float().sum() for g in grads.values()), f"stage 1 epoch {epoch + 1}",
+                         cfg["out"])
             for k, p in phi.items():
                 p.grad = grads[k].detach().to(p.dtype)
             opt.step()                                         # φ_e ← φ_e − β ∇_φe L'_outer   (Alg. 1)
@@ -531,7 +536,7 @@ def orca_target_labels(td, spec, n: int, seed: int) -> tuple[list, np.ndarray]:
     rng = np.random.default_rng(seed)
     idx = sorted(rng.choice(len(td.train), size=min(n, len(td.train)), replace=False).tolist())
     ys = [td.train[i][1] for i in idx]
-    if spec.output == "point" and not spec.multilabel:
+    if spec.loss == "cross_entropy":                           # single-label classes (not point regression)
         return idx, np.asarray([int(y) for y in ys])
     from sklearn.cluster import KMeans
     flat = np.stack([np.asarray(y, dtype=np.float32).reshape(-1) for y in ys])
@@ -631,9 +636,10 @@ def evaluate(model, dataset, spec, objective, cfg: dict, device) -> tuple[float,
 
 def stage2(cfg: dict, m: dict, model, td, spec, state: dict, log) -> dict:
     """Eq. (1): θ^T* = argmin Σ ℓ(g_θT(x_i^t), y_i^t), all parameters (the body frozen for `frozen`).
-    Accumulation averages micro-batch losses by default (`--accum-reduction sum` gives ORCA's sum, whose
-    effective SGD learning rate is ×accum); clipping acts once per optimizer step on the accumulated
-    gradient (ORCA clips every micro-batch, baselines.md §4.3)."""
+    Accumulation averages the micro-batch losses of each optimizer step by default (the epoch's last step may
+    hold fewer than accum; ORCA drops those) and `--accum-reduction sum` gives ORCA's sum, whose effective SGD
+    learning rate is ×accum; clipping acts once per optimizer step on the accumulated gradient (ORCA clips
+    every micro-batch, baselines.md §4.3)."""
     objective = task_objective(spec, td, m["device"])
     task_loss = objective[0]
     if METHODS[cfg["method"]]["frozen"]:
@@ -667,16 +673,19 @@ def stage2(cfg: dict, m: dict, model, td, spec, state: dict, log) -> dict:
         bar = progress(loader, m, cfg, f"stage 2 epoch {epoch + 1}/{cfg['epochs']}")
         for i, (x, y) in enumerate(bar):
             step_now = (i + 1) % cfg["accum"] == 0 or i + 1 == len(loader)
+            group = min(cfg["accum"], len(loader) - i // cfg["accum"] * cfg["accum"])  # micro-batches in this step
             sync = net.no_sync() if (m["world"] > 1 and not step_now) else contextlib.nullcontext()
             with sync:
                 with autocast(cfg, m["device"]):
                     out = net(x.to(m["device"]))
                 loss = task_loss(out.float(), y.to(m["device"]))      # Eq. (1): ℓ(g_θ(x^t), y^t)
-                check_finite(loss, f"stage 2 epoch {epoch + 1} batch {i + 1}", cfg["out"])
-                (loss / cfg["accum"] if cfg["accum_reduction"] == "mean" else loss).backward()
+                if m["world"] == 1:                  # under DDP: checked on the all-reduced gradient below
+                    check_finite(loss, f"stage 2 epoch {epoch + 1} batch {i + 1}", cfg["out"])
+                (loss / group if cfg["accum_reduction"] == "mean" else loss).backward()
             if step_now:
-                if cfg["clip"]:
-                    torch.nn.utils.clip_grad_norm_(params, cfg["clip"])
+                # ‖∇‖ of the (all-reduced) gradient: every rank sees the same value, so all stop together
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg["clip"] or math.inf)
+                check_finite(norm, f"stage 2 epoch {epoch + 1} batch {i + 1}", cfg["out"])
                 opt.step()                                     # θ ← θ − lr · (update of ∇_θ Eq. (1))
                 sched.step()
                 opt.zero_grad(set_to_none=True)
@@ -701,32 +710,52 @@ def checkpoint_dict(cfg: dict, model, **extra) -> dict:
     return {"format": "mona-checkpoint-v1", "config": cfg, "model": model.state_dict(), **extra}
 
 
+# settings a run may change when it continues (machine, paths, which stage); every other one must match
+CONTINUE_FREE = {"resume", "stage", "out", "data_dir", "download", "weights", "device", "precision", "workers",
+                 "no_progress", "method_ref"}
+
+
+def check_same_run(saved: dict, cfg: dict, path: str, keys=None) -> None:
+    """A run continues (--resume, or --stage 2 after --stage 1) only with the configuration that wrote `path`:
+    a changed --lr, --epochs, --batch-size, ... would silently give a run that is neither."""
+    for k in keys or [*cfg, *(k for k in saved if k not in cfg)]:      # flags first, in the parser's order
+        if k not in CONTINUE_FREE and saved.get(k) != cfg.get(k):
+            raise RunError(f"{path} was written with {k}={saved.get(k)!r}, this command has {k}={cfg.get(k)!r}: "
+                           f"repeat the original command's flags, or use another --out")
+
+
 def run(cfg: dict) -> dict:
     m = setup_machine(cfg)
     out = cfg["out"]
     os.makedirs(out, exist_ok=True)
     last, emb_path = os.path.join(out, "last.pt"), os.path.join(out, "stage1_embedder.pt")
     state: dict = {}
-    if cfg["resume"] and os.path.exists(last):
-        state = load_checkpoint(last)
-        for k in ("task", "method", "seed", "tiny", "synthetic_data"):
-            if state["config"].get(k) != cfg[k]:
-                raise RunError(f"--resume: {last} was written with {k}={state['config'].get(k)!r}, "
-                               f"this command has {k}={cfg[k]!r}")
-        cfg["backbone"] = cfg["backbone"] or state["config"]["backbone"]
-    elif os.path.exists(last) and not (cfg["stage"] == "2" and os.path.exists(emb_path)):
-        raise RunError(f"{out} already holds a run (last.pt): pass --resume to continue it, or another --out")
+    if os.path.exists(last):
+        # without --resume, only `--stage 2` may continue a finished `--stage 1` run (its last.pt is in stage 1)
+        if cfg["resume"] or (cfg["stage"] == "2" and os.path.exists(emb_path)):
+            state = load_checkpoint(last)
+        if not cfg["resume"] and state.get("stage") != 1:
+            raise RunError(f"{out} already holds a run (last.pt): pass --resume to continue it, or another --out")
+        cfg["backbone"] = cfg["backbone"] or state["config"].get("backbone")
     elif cfg["resume"] and m["main"]:
         print(f"note: --resume but no {last} yet; starting from the beginning", file=sys.stderr)
 
     td, spec, source, model = build_run(cfg, m)
     has_stage1 = METHODS[cfg["method"]]["stage1"] is not None
     if state:
+        check_same_run(state["config"], cfg, last)
+        if cfg["stage"] == "2" and state.get("stage") == 1 and state["epoch"] + 1 < cfg["stage1_epochs"]:
+            raise RunError(f"--stage 2: stage 1 in {last} stopped after epoch {state['epoch'] + 1} of "
+                           f"{cfg['stage1_epochs']}; finish it first (--resume with --stage 1 or all)")
+        if cfg["stage"] == "1" and state.get("stage") == 2:
+            raise RunError(f"--stage 1: {last} is already in stage 2 (stage 1 is finished, see {emb_path})")
         model.load_state_dict(state["model"])
     elif cfg["stage"] == "2" and has_stage1:
         if not os.path.exists(emb_path):
             raise RunError(f"--stage 2 for {cfg['method']} needs {emb_path}: run --stage 1 first")
-        model.load_state_dict(load_checkpoint(emb_path)["model"])
+        emb = load_checkpoint(emb_path)
+        check_same_run(emb["config"], cfg, emb_path, keys=("task", "method", "backbone", "tiny", "synthetic_data"))
+        model.load_state_dict(emb["model"])
     history = list(state.get("history", []))
     t_start = time.time() - state.get("seconds", 0.0)
 

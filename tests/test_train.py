@@ -1,11 +1,16 @@
 """Smoke and robustness tests of train.py: every method with --demo on a 2D, a 1D and a PDE task; resume
-after a kill reaches the same result; stage 1 + stage 2 run separately equal one run; non-finite loss
-stops cleanly; bad arguments give one line and exit 2; a 2-process gloo run (torchrun) works."""
+after a kill reaches the same result; stage 1 + stage 2 run separately equal one run; a half-finished stage 1,
+a finished stage 2 or a changed configuration is not continued; non-finite loss stops cleanly; bad arguments
+give one line and exit 2; mean accumulation averages each step's micro-batches; ORCA's pseudo-labels; a
+2-process gloo run (torchrun) works."""
+import copy
 import json
 import os
 import subprocess
 import sys
+import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,6 +87,60 @@ def test_stage1_then_stage2_equals_all(tmp_path):
     a = json.load(open(os.path.join(full, "result.json")))
     b = json.load(open(os.path.join(tmp_path / "split", "result.json")))
     assert a["test"] == b["test"]
+    rows = [[json.loads(line)["stage"] for line in open(os.path.join(d, "metrics.jsonl"))]
+            for d in (full, tmp_path / "split")]
+    assert rows[0] == rows[1] == [1, 2]                      # --stage 2 keeps the stage-1 rows
+
+
+def test_stage2_neither_skips_stage1_nor_overwrites_stage2(tmp_path, monkeypatch, capsys):
+    args = ["--task", "cifar100", "--method", "mona", "--stage1-epochs", "2"]
+    monkeypatch.setenv("MONA_TEST_KILL_AFTER", "1:1")
+    with pytest.raises(KeyboardInterrupt):
+        run_main(tmp_path, *args, name="half")
+    monkeypatch.delenv("MONA_TEST_KILL_AFTER")
+    assert run_main(tmp_path, *args, "--stage", "2", "--resume", name="half")[0] == train.EXIT_USAGE
+    assert "stopped after epoch 1 of 2" in capsys.readouterr().err
+    assert run_main(tmp_path, *args, name="done")[0] == 0
+    before = open(os.path.join(tmp_path / "done", "metrics.jsonl")).read()
+    assert run_main(tmp_path, *args, "--stage", "2", name="done")[0] == train.EXIT_USAGE
+    assert "--resume" in capsys.readouterr().err
+    assert open(os.path.join(tmp_path / "done", "metrics.jsonl")).read() == before
+
+
+def test_resume_with_another_config_exit_2(tmp_path, capsys):
+    assert run_main(tmp_path, "--task", "cifar100", "--method", "finetune", "--lr", "1e-3")[0] == 0
+    before = open(os.path.join(tmp_path / "run", "metrics.jsonl")).read()
+    rc = run_main(tmp_path, "--task", "cifar100", "--method", "finetune", "--lr", "1e-2", "--resume")[0]
+    err = capsys.readouterr().err
+    assert rc == train.EXIT_USAGE and "lr=0.001" in err and "lr=0.01" in err and "Traceback" not in err
+    assert open(os.path.join(tmp_path / "run", "metrics.jsonl")).read() == before
+
+
+def test_accumulation_mean_averages_the_short_last_step(tmp_path):
+    """--accum-reduction mean: each optimizer step averages its own micro-batches, the epoch's last one too
+    (3 micro-batches, accum 2: steps over 2 and 1). Oracle: plain SGD by hand; the samples are identical, so
+    every micro-batch of a step has the same gradient and the mean equals one micro-batch's gradient."""
+    import losses
+    torch.manual_seed(0)
+    x, y = torch.randn(1, 4), torch.randn(1, 2)
+    ds = torch.utils.data.TensorDataset(x.repeat(3, 1), y.repeat(3, 1))
+    td = types.SimpleNamespace(train=ds, val=ds, output_decoder=None)
+    spec = types.SimpleNamespace(loss="mse", loss_kwargs={}, metric="mse", metric_kwargs={}, group_reduce=None)
+    cfg = dict(method="finetune", optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, betas=[0.9, 0.98],
+               clip=0.0, batch_size=1, accum=2, accum_reduction="mean", epochs=1, warmup_epochs=0,
+               decay_epochs=10, seed=0, workers=0, no_progress=True, precision="fp32", out=str(tmp_path))
+    model = torch.nn.Linear(4, 2)
+    ref = copy.deepcopy(model)
+    train.stage2(cfg, dict(device=torch.device("cpu"), rank=0, world=1, main=True), model, td, spec, {},
+                 lambda row, state: None)
+    factor, loss = train.warmup_linear(0, 10 * 2), losses.TASK_LOSSES["mse"]()
+    for step in range(2):                                    # θ ← θ − lr · factor(step) · ∇ℓ(θ)
+        grads = torch.autograd.grad(loss(ref(x), y), list(ref.parameters()))
+        with torch.no_grad():
+            for p, g in zip(ref.parameters(), grads):
+                p -= cfg["lr"] * factor(step) * g
+    for p, q in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q)
 
 
 def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, capsys):
@@ -100,6 +159,7 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, capsys):
     (["--task", "cifar100", "--backbone", "/no/such/folder"], "no such folder"),
     (["--task", "cifar100", "--weights", "/no/such/file.safetensors"], "no such file"),
     (["--task", "ecg", "--backbone", "swin_base", "--tiny", "--synthetic-data"], "2D body"),
+    (["--task", "custom", "--demo"], "drop --demo"),
 ])
 def test_bad_arguments_one_line_exit_2(tmp_path, capsys, argv, needle):
     rc = train.main([*argv, "--out", str(tmp_path / "bad"), "--no-progress"])
@@ -125,3 +185,31 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.load(open(os.path.join(out, "result.json")))
     assert result["method"] == "mona" and result["test"] == result["test"]
+
+
+def test_torchrun_nonfinite_loss_stops_every_rank(tmp_path):
+    """A non-finite loss under torchrun stops both ranks with the one-line message and no result (the check
+    runs on the all-reduced gradient, which every rank sees)."""
+    out = str(tmp_path / "ddp_nan")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534",
+           os.path.join(ROOT, "train.py"), "--task", "cifar100", "--method", "finetune", "--device", "cpu",
+           "--out", out, *FAST, "--epochs", "3", "--lr", "1e38"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.count("non-finite loss or gradient") == 2, proc.stderr[-3000:]
+    assert not os.path.exists(os.path.join(out, "result.json"))
+
+
+def test_orca_pseudo_labels_of_point_regression_are_kmeans_clusters():
+    """ORCA (baselines.md §3.2): class labels only for single-label classification; regression targets, here
+    a custom task's (N, 3) float values, get k = 10 k-means clusters (oracle: scikit-learn on the same rows)."""
+    from sklearn.cluster import KMeans
+    import data
+    rng = np.random.default_rng(0)
+    ys = rng.normal(size=(40, 3)).astype(np.float32)
+    td = types.SimpleNamespace(train=data.ArrayDataset(rng.normal(size=(40, 1, 8, 8)), ys, y_kind="float"))
+    spec = types.SimpleNamespace(output="point", multilabel=False, loss="mse")
+    idx, labels = train.orca_target_labels(td, spec, n=30, seed=0)
+    expected = KMeans(n_clusters=10, n_init=3, random_state=0).fit_predict(ys[idx])
+    assert len(idx) == 30 and np.array_equal(labels, expected)
