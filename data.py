@@ -180,6 +180,7 @@ class TaskSpec:
     stage1_lr: float = STAGE1["lr"]
     stage1_weight_decay: float = STAGE1["weight_decay"]
     stage1_epochs: int = STAGE1["epochs"]
+    orca_epochs: int = 60               # ORCA's own stage 1 (`embedder_epochs`, baselines.md §3.4; NinaPro 100)
     # files
     reader: str = ""                    # key of READERS
     reader_kwargs: dict = field(default_factory=dict)
@@ -244,7 +245,8 @@ _TASK_LIST = [
            _hp(32, 60, 1, "adam", 1e-4, 1e-5, 0.0, 1.0, 5, 60), "ninapro",
            tuple(f"ninaPro/{p}_{s}.npy" for p in ("ninapro", "label") for s in ("train", "val", "test")),
            _drive("ninapro/ninapro_train.npy", "ninapro/label_train.npy"),
-           "NinaPro DB5 EMG gestures: (52, 16) windows transposed to (1, 16, 52); ORCA's FocalLoss(γ=0) = CE"),
+           "NinaPro DB5 EMG gestures: (52, 16) windows transposed to (1, 16, 52); ORCA's FocalLoss(γ=0) = CE",
+           orca_epochs=100),
     _nb360("fsd50k", "2d", (1, 96, 102), "point", 200, (200,), "bce", "one_minus_map",
            _hp(32, 100, 1, "adam", 1e-4, 5e-5, 0.0, 0.0, 5, 100), "fsd50k",
            ("fsd50k/chunks/tr.csv", "fsd50k/chunks/val.csv", "fsd50k/chunks/eval.csv", "fsd50k/chunks/lbl_map.json"),

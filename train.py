@@ -125,7 +125,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=float, default=None, help="Table 9/11 'Weight Decay'")
     g.add_argument("--max-train-samples", type=int, default=None, help="subsample the training split")
     g = p.add_argument_group("stage 1 (MoNA, Emb, ORCA)")
-    g.add_argument("--stage1-epochs", type=int, default=None, help="App. A.1: 10 (ORCA's own: 60)")
+    g.add_argument("--stage1-epochs", type=int, default=None, help="App. A.1: 10 (ORCA: its own 60, NinaPro 100)")
     g.add_argument("--stage1-lr", type=float, default=None, help="β, AdamW learning rate (App. A.1: 3e-5)")
     g.add_argument("--stage1-weight-decay", type=float, default=None, help="App. A.1: 0.1")
     g.add_argument("--stage1-train-head", action="store_true",
@@ -202,8 +202,8 @@ def fill_from_spec(cfg: dict, spec) -> dict:
     cfg.setdefault("warmup_epochs", spec.warmup_epochs)   # ORCA's WarmupLR (--demo: 1 epoch)
     cfg["decay_epochs"] = cfg["epochs"] if cfg["demo"] else spec.decay_epochs
     cfg["betas"] = list(spec.betas)
-    if cfg["stage1_epochs"] is None:              # ORCA's own stage 1 is 60 epochs (baselines.md §3.4)
-        cfg["stage1_epochs"] = 60 if cfg["method"] == "orca" else spec.stage1_epochs
+    if cfg["stage1_epochs"] is None:              # ORCA's own stage 1: 60 epochs, NinaPro 100 (baselines.md §3.4)
+        cfg["stage1_epochs"] = spec.orca_epochs if cfg["method"] == "orca" else spec.stage1_epochs
     for k in ("stage1_lr", "stage1_weight_decay"):
         if cfg[k] is None:
             cfg[k] = getattr(spec, k)

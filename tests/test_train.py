@@ -213,3 +213,12 @@ def test_orca_pseudo_labels_of_point_regression_are_kmeans_clusters():
     idx, labels = train.orca_target_labels(td, spec, n=30, seed=0)
     expected = KMeans(n_clusters=10, n_init=3, random_state=0).fit_predict(ys[idx])
     assert len(idx) == 30 and np.array_equal(labels, expected)
+
+
+@pytest.mark.parametrize("task, method, expected", [("ninapro", "orca", 100), ("cifar100", "orca", 60),
+                                                    ("ninapro", "mona", 10), ("ecg", "emb", 10)])
+def test_stage1_epochs_from_the_registry(task, method, expected):
+    """App. A.1: MoNA/Emb warm the embedder up for 10 epochs; ORCA's own stage 1 runs 60 (NinaPro 100)."""
+    import data
+    cfg = train.resolve_config(train.get_parser().parse_args(["--task", task, "--method", method]))
+    assert train.fill_from_spec(cfg, data.TASKS[task])["stage1_epochs"] == expected
