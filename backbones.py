@@ -399,9 +399,9 @@ def _one_line(e: BaseException, limit: int = 160) -> str:
 def _hub_error(spec: BackboneSpec, reason: str) -> BackboneError:
     return BackboneError(
         f"cannot load pretrained weights for '{spec.name}' (Hugging Face Hub repo '{spec.hub_repo}', "
-        f"{spec.library} id '{spec.hub_id}'): {reason}; download them where a network exists and pass "
-        f"weights='/path/to/model.safetensors' or the downloaded folder, or use pretrained=False or tiny=True "
-        f"for random weights")
+        f"{spec.library} id '{spec.hub_id}'): {reason}; download them where a network exists and pass the file "
+        f"or folder as train.py --weights PATH (weights='/path/to/model.safetensors'), or use --tiny "
+        f"(tiny=True) / pretrained=False for random weights")
 
 
 def _weights_file(folder: Path) -> Path | None:

@@ -357,7 +357,7 @@ def num_tokens(spec: TaskSpec) -> int | None:
 def _path(task: str, data_dir: str, rel: str, origin: str, downloadable: bool = False) -> str:
     p = os.path.join(data_dir, rel)
     if not os.path.exists(p):
-        hint = " or let data.load_task(..., download=True) fetch it" if downloadable else ""
+        hint = " or let train.py --download (data.load_task(..., download=True)) fetch it" if downloadable else ""
         raise DataError(f"task '{task}': missing {p}; get it from {origin}{hint}")
     return p
 
