@@ -36,6 +36,9 @@ own submodules and parameter tensors and nothing else, and never call methods of
 `torch.func.functional_call(source.encoder, params, (tokens,))` swaps every θ_f tensor (ViT's cls token and
 absolute positions included).
 
+Regularisation as ORCA (baselines.md §2.1): hidden and attention dropout 0 by default (`dropout=0.0`; roberta-base's
+own config says 0.1), Swin-B's stochastic depth left at timm's (and Hugging Face's) default 0.1 (quirk 12).
+
 Weights: hub downloads need a network. When HF_HUB_OFFLINE=1 (read at call time) or the hub is unreachable
 (one 3 s TCP probe) only the local cache is tried and a miss raises BackboneError at once, instead of
 huggingface_hub's ~25 s of retries per file. Pass `weights=` (a file or folder) or a saved folder instead.
@@ -504,7 +507,7 @@ def _load_hf_folder(folder: Path, dropout) -> nn.Module:
 
 
 def build_backbone(name_or_path: str, *, tiny: bool = False, pretrained: bool = True, weights: str | None = None,
-                   drop_path_rate: float | None = None, dropout: float | None = None) -> SourceModel:
+                   drop_path_rate: float | None = None, dropout: float | None = 0.0) -> SourceModel:
     """Build θ^S_0 as a SourceModel.
 
     name_or_path: a key of BACKBONES, or a local folder (a save_backbone folder, a timm hub-style folder with
@@ -513,10 +516,13 @@ def build_backbone(name_or_path: str, *, tiny: bool = False, pretrained: bool = 
     pretrained: load the hub weights (needs a network or the local Hugging Face cache); False = random init.
     weights: a local weights file or folder for a BACKBONES name (overrides the hub).
     drop_path_rate: timm stochastic depth (None = timm default, Swin-B 0.1 as in ORCA); BERT-family has none.
-    dropout: hidden/attention dropout (None = library default; ORCA's configs use 0).
+    dropout: hidden and attention dropout of the body (HF hidden_dropout_prob / attention_probs_dropout_prob; timm
+        proj_drop_rate / attn_drop_rate). Default 0.0, ORCA's `drop_out` in every config (baselines.md §2.1);
+        None keeps the library / checkpoint default (roberta-base: 0.1).
     Raises BackboneError (one line) for unknown names, missing files and unreachable weights.
     """
-    timm_kw = {k: v for k, v in dict(drop_path_rate=drop_path_rate, drop_rate=dropout,
+    # timm's `drop_rate` is only the classifier-head dropout; HF's hidden dropout is timm's proj_drop_rate
+    timm_kw = {k: v for k, v in dict(drop_path_rate=drop_path_rate, proj_drop_rate=dropout,
                                      attn_drop_rate=dropout).items() if v is not None}
     if name_or_path in BACKBONES:
         spec = BACKBONES[name_or_path]

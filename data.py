@@ -54,11 +54,12 @@ PDEBench files: DaRUS (doi:10.18419/darus-2986), `https://darus.uni-stuttgart.de
 Splits (baselines.md §5, quirk 1). The earlier public code (ORCA) trained on train+val and selected its "best"
 checkpoint on the TEST set (`valid_split: False` -> val_loader = test_loader). Here every task has a validation
 split for model selection and the test split is only for the final number:
-- published validation split where the benchmark has one: NinaPro (`*_val.npy`), FSD50K (`val.csv`), Darcy
+- published validation split where the benchmark has one: CIFAR-100 and Spherical (last 10,000 of the 50,000
+  training images, NB360's 40,000 / 10,000 cut), NinaPro (`*_val.npy`), FSD50K (`val.csv`), Darcy
   (smooth1[900:1000], NB360), PSICOV (first 100 of deepcov.lst, NB360), ECG (NB360 80/10/10 record split),
   Satellite (last len(test) rows of the train file, NB360), DeepSEA (`x_val`);
 - otherwise `val_fraction` of the training part, drawn with the fixed `SPLIT_SEED` (same split for every run):
-  CIFAR-100, Spherical, Cosmic (NB360's 483 = 10%), all PDE tasks (train part = after PDEBench's test 10%), custom.
+  Cosmic (NB360's 483 = 10%), all PDE tasks (train part = after PDEBench's test 10%), custom.
 `max_train_samples` then subsamples the training split with `seed`. Normalisers are fitted on the training split.
 
 Fixed loader bugs (baselines.md §5): one PDE target index for train and test (quirk 6: RD-1D t=29, DS/SW/RD-2D
@@ -623,6 +624,13 @@ def _unit_gaussian(train: np.ndarray):
 # --------------------------------------------------------------------------------------------------
 # Splits
 # --------------------------------------------------------------------------------------------------
+def _nb360_tail(n: int, train_share: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, val rows) as NB360's load_cifar100_train_data / load_scifar100_data (val_split 0.2):
+    the first int(0.8 n) rows train, the rest validate (50,000 -> 40,000 / 10,000, datasets.md §2.0)."""
+    n_tr = min(max(1, int(train_share * n)), n - 1)
+    return np.arange(n_tr), np.arange(n_tr, n)
+
+
 def _carve(n: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, val rows) from n training rows; val = val_fraction of them, fixed SPLIT_SEED."""
     perm = np.random.default_rng(SPLIT_SEED).permutation(n)
@@ -670,10 +678,10 @@ def _read_cifar100(spec, data_dir, val_fraction, seed):
     tr, te = (_path(spec.name, data_dir, f, spec.origin, True) for f in spec.files)
     x, y = _cifar_rows(spec.name, tr, "fine_labels")
     xt, yt = _cifar_rows(spec.name, te, "fine_labels")
-    t_idx, v_idx = _carve(len(x), val_fraction)
+    t_idx, v_idx = _nb360_tail(len(x))                 # NB360: 40,000 / 10,000 (val without augmentation)
     fn = partial(_cifar_pixels, mean=CIFAR100_MEAN, std=CIFAR100_STD, augment=False)
     train = ArrayDataset(x, y, t_idx, x_fn=partial(_cifar_pixels, mean=CIFAR100_MEAN, std=CIFAR100_STD, augment=True))
-    return train, ArrayDataset(x, y, v_idx, x_fn=fn), ArrayDataset(xt, yt, x_fn=fn), {}
+    return train, ArrayDataset(x, y, v_idx, x_fn=fn), ArrayDataset(xt, yt, x_fn=fn), {"val_from": "published"}
 
 
 def _div255(a):
@@ -692,10 +700,10 @@ def _read_spherical(spec, data_dir, val_fraction, seed):
         if im.shape[1:] != (3, 60, 60) or len(im) != len(lb):
             raise _bad(spec.name, path, f"{s} images (N, 3, 60, 60), labels (N,)", f"{im.shape}, {lb.shape}")
         split[s] = (im, lb)
-    t_idx, v_idx = _carve(len(split["train"][0]), val_fraction)
+    t_idx, v_idx = _nb360_tail(len(split["train"][0]))   # NB360: 40,000 / 10,000
     (x, y), (xt, yt) = split["train"], split["test"]
     return (ArrayDataset(x, y, t_idx, x_fn=_div255), ArrayDataset(x, y, v_idx, x_fn=_div255),
-            ArrayDataset(xt, yt, x_fn=_div255), {"val_from": "carved"})
+            ArrayDataset(xt, yt, x_fn=_div255), {"val_from": "published"})
 
 
 def _emg(a):

@@ -144,6 +144,28 @@ def test_2d_embedder_resizes_like_torchvision():
         torch.testing.assert_close(src.source_embedder(y), expected, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_dropout_defaults_match_orca(name):
+    """baselines.md §2.1: ORCA sets hidden and attention dropout to its configs' drop_out (0 everywhere) but keeps
+    Swin's drop_path_rate 0.1. dropout=p must reach every attention and hidden (projection / MLP) dropout of θ_f
+    (timm's own `drop_rate` is only the classifier-head dropout, outside θ_f)."""
+    from timm.layers import DropPath
+
+    def drops(src):   # every nn.Dropout inside θ_f (timm ViT's pos_drop is its embedding dropout, left alone)
+        d = {n: m.p for n, m in src.encoder.named_modules() if isinstance(m, torch.nn.Dropout) and "pos_drop" not in n}
+        assert d, "no dropout modules found in the encoder"
+        return d
+
+    src = build_backbone(name, tiny=True)
+    d = drops(src)
+    assert all(p == 0.0 for p in d.values()), {n: p for n, p in d.items() if p}
+    if name == "swin_base":   # stochastic depth stays on, linearly up to 0.1 (quirk 12, matched)
+        assert max(m.drop_prob for m in src.encoder.modules() if isinstance(m, DropPath)) == pytest.approx(0.1)
+    d = drops(build_backbone(name, tiny=True, dropout=0.25))
+    assert all(p == 0.25 for p in d.values()), {n: p for n, p in d.items() if p != 0.25}
+    assert build_backbone(name, tiny=True, dropout=None).modality == src.modality   # None: library default
+
+
 # ------------------------------------------------------------------------------------------------------------
 # 1D: position table alignment, any Hugging Face encoder folder
 # ------------------------------------------------------------------------------------------------------------

@@ -158,17 +158,28 @@ def _write_cifar(path, n, label_key, rng, bytes_keys=False):
 
 def test_cifar100_native(tmp_path):
     rng = np.random.default_rng(0)
-    _write_cifar(tmp_path / "cifar-100-python" / "train", 40, "fine_labels", rng)
     te = _write_cifar(tmp_path / "cifar-100-python" / "test", 10, "fine_labels", rng)
+    tr = _write_cifar(tmp_path / "cifar-100-python" / "train", 40, "fine_labels", rng)
     td = load_task("cifar100", tmp_path)
-    assert (len(td.train), len(td.val), len(td.test)) == (36, 4, 10)
-    _disjoint_cover(td.train, td.val, 40)
+    # NB360 (datasets.md §2.0/§2.1: 40,000 / 10,000 / 10,000): the first 80 % of the training file train, the
+    # last 20 % validate (load_cifar100_train_data, val_split 0.2)
+    assert (len(td.train), len(td.val), len(td.test)) == (32, 8, 10) and td.info["val_from"] == "published"
+    assert td.train.idx.tolist() == list(range(32)) and td.val.idx.tolist() == list(range(32, 40))
     x, y = td.test[3]
     mean, std = torch.tensor(data.CIFAR100_MEAN)[:, None, None], torch.tensor(data.CIFAR100_STD)[:, None, None]
     expect = (torch.from_numpy(te["data"][3].reshape(3, 32, 32)).float() / 255 - mean) / std
     assert torch.allclose(x, expect, atol=1e-6) and int(y) == te["fine_labels"][3]
+    xv, yv = td.val[0]                                                   # validation: no augmentation
+    expect = (torch.from_numpy(tr["data"][32].reshape(3, 32, 32)).float() / 255 - mean) / std
+    assert torch.allclose(xv, expect, atol=1e-6) and int(yv) == tr["fine_labels"][32]
     for ds in (td.train, td.val):
         _check_item(td.spec, *ds[0])
+    torch.manual_seed(0)                 # train: RandomCrop(32, padding 4) + HFlip, then Normalize (§2.1)
+    xa = td.train[5][0].numpy()
+    a = np.pad(tr["data"][5].reshape(3, 32, 32) / 255.0, ((0, 0), (4, 4), (4, 4)))
+    cands = [(c[:, :, ::-1] if fl else c) for i in range(9) for k in range(9) for fl in (0, 1)
+             for c in [a[:, i:i + 32, k:k + 32]]]
+    assert min(np.abs((c - mean.numpy()) / std.numpy() - xa).max() for c in cands) < 1e-5
 
 
 def test_spherical_native(tmp_path):
@@ -178,8 +189,12 @@ def test_spherical_native(tmp_path):
     with gzip.open(tmp_path / "s2_cifar100.gz", "wb") as f:
         pickle.dump(d, f)
     td = load_task("spherical", tmp_path)
-    assert (len(td.train), len(td.val), len(td.test)) == (18, 2, 6)
-    _disjoint_cover(td.train, td.val, 20)
+    # NB360 load_scifar100_data (val_split 0.2): train = first int(0.8 n) rows, val = the rest (40,000 / 10,000)
+    assert (len(td.train), len(td.val), len(td.test)) == (16, 4, 6) and td.info["val_from"] == "published"
+    assert td.train.idx.tolist() == list(range(16)) and td.val.idx.tolist() == list(range(16, 20))
+    xv, yv = td.val[1]
+    assert torch.allclose(xv, torch.from_numpy(d["train"]["images"][17] / 255.0).float())
+    assert int(yv) == d["train"]["labels"][17]
     x, y = td.test[2]
     assert torch.allclose(x, torch.from_numpy(d["test"]["images"][2] / 255.0).float()) and int(y) == d["test"]["labels"][2]
 
@@ -476,6 +491,19 @@ def test_pdebench_native(tmp_path, name):
         ex = ((torch.from_numpy(cat(k, 0)) - mu) / (sd + 1e-5))[None].numpy()
         ey = ((torch.from_numpy(cat(k, ti)) - mu) / (sd + 1e-5))[None].numpy()
     assert np.allclose(x.numpy(), ex, atol=1e-5) and np.allclose(y.numpy(), ey, atol=1e-5)
+
+
+def test_pde_target_index_on_published_file_lengths():
+    """datasets.md §3.1 / baselines.md §5 quirk 6, with the frame counts of the published files."""
+    idx = lambda name, T: data._t_index(T, data.TASKS[name].reader_kwargs.get("rt", 1),
+                                        data.TASKS[name].reader_kwargs.get("t_train", 1))
+    assert idx("advection", 201) == 200 and idx("burgers", 201) == 200      # t = 2.0, the last frame
+    assert idx("diffusion-reaction-1d", 101) == 29                          # t = 0.29 (t_train 30)
+    assert idx("navier-stokes-1d", 101) == 100                              # reduced frame 20 of 21, t = 1.0
+    for name in ("diffusion-sorption", "shallow-water", "diffusion-reaction-2d"):
+        assert idx(name, 101) == 100                                        # last frame (ORCA tested at 99)
+    assert data.TASKS["diffusion-reaction-2d"].reader_kwargs["cin"] == 0    # u(0) -> v(T), quirk 8
+    assert data.TASKS["diffusion-reaction-2d"].reader_kwargs["cout"] == 1
 
 
 def test_pde_reads_only_the_frames_it_uses(tmp_path, monkeypatch):
@@ -882,7 +910,7 @@ def test_download_through_registry(tmp_path, server, monkeypatch):
     good = dataclasses.replace(bad, downloads=(dataclasses.replace(bad.downloads[0], md5=md5),))
     monkeypatch.setitem(data.TASKS, "cifar100", good)
     td = load_task("cifar100", tmp_path / "d", download=True)
-    assert (len(td.train), len(td.val), len(td.test)) == (18, 2, 5)
+    assert (len(td.train), len(td.val), len(td.test)) == (16, 4, 5)
 
 
 def test_unsafe_tar_member_rejected(tmp_path):

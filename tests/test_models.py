@@ -416,6 +416,37 @@ def test_second_order_gradient_through_encoder(tiny, chain):
     assert abs(fd - an) <= 1e-5 * max(1.0, abs(an)), (fd, an)
 
 
+@pytest.mark.parametrize("body", ["swin_base", "vit_base", "clip_vit_b16", "roberta_base"])
+def test_functional_call_swaps_every_encoder_tensor(tiny, body):
+    """functional_call(model.encoder, θ_f', ·) equals the encoder with θ_f' loaded into it. A θ_f tensor reached
+    through a second path (an unregistered reference, the unwrapped library model) would keep its old value under
+    functional_call and silently drop that part of the meta-gradient; this comparison would then differ."""
+    torch.manual_seed(0)
+    source = copy.deepcopy(tiny[body])
+    if body == "roberta_base":
+        spec = make_spec("ecg", "1d", (1, 1000), "point", 4, 64)
+    else:
+        spec = make_spec("cifar100", "2d", (3, 32, 32), "point", 10)
+    model = build_target_model(spec, source, init="source").eval()
+    g = torch.Generator().manual_seed(1)
+    theta = {k: p.detach() + 0.1 * torch.randn(p.shape, generator=g) for k, p in model.encoder.named_parameters()}
+    twin = copy.deepcopy(model)                                 # the same perturbation, loaded in place
+    with torch.no_grad():
+        for k, p in twin.encoder.named_parameters():
+            p.copy_(theta[k])
+        x = torch.randn(2, *spec.input_shape)
+        tokens = model.embedder(x)
+        base = model.encoder(tokens)
+        swapped = functional_call(model.encoder, theta, (tokens,))
+        loaded = twin.encoder(tokens)
+        assert not torch.allclose(swapped, base, atol=1e-3)      # the perturbation matters
+        torch.testing.assert_close(swapped, loaded, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.encoder(tokens), base, rtol=0, atol=0)   # functional_call restored θ_f
+        # the whole g_θ with "encoder.*" keys reaches the same tensors
+        full = functional_call(model, {f"encoder.{k}": v for k, v in theta.items()}, (x,))
+        torch.testing.assert_close(full, twin(x), rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Contract with data.py's task registry (skipped while data.py is absent)
 # ---------------------------------------------------------------------------------------------------
