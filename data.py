@@ -112,6 +112,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from losses import IGNORE_VALUE   # Cosmic: ignored pixels in y; the one definition lives with the loss
+
 # --------------------------------------------------------------------------------------------------
 # Constants
 # --------------------------------------------------------------------------------------------------
@@ -131,7 +133,6 @@ CUSTOM_DEFAULTS = dict(batch_size=32, epochs=20, accum=1, optimizer="adamw", lr=
                        momentum=0.0, clip=1.0, warmup_epochs=1, decay_epochs=20)
 FSD = dict(sr=22050, n_fft=1920, win=661, hop=220, n_mels=96, frames=102, top_db=80.0, offset=75.0)
 NORM_EPS = 1e-5                                    # UnitGaussianNormalizer eps (FNO / ORCA)
-IGNORE_VALUE = -1.0                                # Cosmic: ignored pixels in y (= losses.IGNORE_VALUE)
 
 
 class DataError(Exception):
