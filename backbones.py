@@ -30,14 +30,15 @@ SwinForImageClassification, because timm ships the same ImageNet-22k weights wit
 same computation; parameter names differ, so checkpoints do not load across the two.
 
 Double backward (stage 1 differentiates through θ_f* = θ_f − α∇_θf L_in): fused SDPA kernels have no double
-backward (environment.md §5, meta-gradients.md §6 pitfall 1), so every timm attention module gets
+backward (pitfall 2 in meta.py's docstring; pytorch/pytorch issue 116350), so every timm attention module gets
 `fused_attn = False` and Hugging Face models use `attn_implementation="eager"`. The wrappers hold the library's
 own submodules and parameter tensors and nothing else, and never call methods of the unwrapped model, so
 `torch.func.functional_call(source.encoder, params, (tokens,))` swaps every θ_f tensor (ViT's cls token and
 absolute positions included).
 
-Regularisation as ORCA (baselines.md §2.1): hidden and attention dropout 0 by default (`dropout=0.0`; roberta-base's
-own config says 0.1), Swin-B's stochastic depth left at timm's (and Hugging Face's) default 0.1 (quirk 12).
+Regularisation as ORCA (its configs set `drop_out: 0`, which `src/embedder.py` copies into hidden_dropout_prob and
+attention_probs_dropout_prob): hidden and attention dropout 0 by default (`dropout=0.0`; roberta-base's own config
+says 0.1), Swin-B's stochastic depth left at timm's (and Hugging Face's) default 0.1, which ORCA never turns off.
 
 Weights: hub downloads need a network. When HF_HUB_OFFLINE=1 (read at call time) or the hub is unreachable
 (one 3 s TCP probe) only the local cache is tried and a miss raises BackboneError at once, instead of
@@ -319,7 +320,7 @@ class SourceModel(nn.Module):
 def _wrap_timm(lib: nn.Module, name: str, hub_id: str | None, tiny: bool) -> SourceModel:
     from timm.models.swin_transformer import SwinTransformer
     from timm.models.vision_transformer import VisionTransformer
-    for m in lib.modules():                 # environment.md §5: no fused SDPA (no double backward)
+    for m in lib.modules():                 # no fused SDPA: it has no double backward
         if hasattr(m, "fused_attn"):
             m.fused_attn = False
     pe = lib.patch_embed
@@ -347,7 +348,7 @@ def _wrap_timm(lib: nn.Module, name: str, hub_id: str | None, tiny: bool) -> Sou
 
 def _wrap_hf(lib: nn.Module, name: str, hub_id: str | None, tiny: bool) -> SourceModel:
     if getattr(lib.config, "_attn_implementation", "eager") != "eager":
-        lib.set_attn_implementation("eager")      # environment.md §5: sdpa/flash have no double backward
+        lib.set_attn_implementation("eager")      # sdpa/flash kernels have no double backward
     base = lib.base_model
     body = getattr(base, "encoder", None)
     if getattr(base, "embeddings", None) is None or body is None:
@@ -517,7 +518,7 @@ def build_backbone(name_or_path: str, *, tiny: bool = False, pretrained: bool = 
     weights: a local weights file or folder for a BACKBONES name (overrides the hub).
     drop_path_rate: timm stochastic depth (None = timm default, Swin-B 0.1 as in ORCA); BERT-family has none.
     dropout: hidden and attention dropout of the body (HF hidden_dropout_prob / attention_probs_dropout_prob; timm
-        proj_drop_rate / attn_drop_rate). Default 0.0, ORCA's `drop_out` in every config (baselines.md §2.1);
+        proj_drop_rate / attn_drop_rate). Default 0.0, ORCA's `drop_out` in every config (configs/*.yaml);
         None keeps the library / checkpoint default (roberta-base: 0.1).
     Raises BackboneError (one line) for unknown names, missing files and unreachable weights.
     """

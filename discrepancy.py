@@ -1,7 +1,10 @@
 """Modality semantic knowledge discrepancy D(M^s, M^t): Definition 2.1, App. A.4 (Eq. 10-11, Alg. 2), Fig. 4.
 
 Paper: "Learning Modality Knowledge Alignment for Cross-Modality Transfer", Ma et al., ICML 2024,
-arXiv 2406.18864. Sections: §2.3 (Definition 2.1), Appendix A.4 (Eq. 10, Eq. 11, Alg. 2), Fig. 4.
+arXiv 2406.18864. Paper map: §2.3 (Definition 2.1) -> `modality_discrepancy`; Appendix A.4 Eq. (10)-(11)
+(0-1 mismatch for one (B, π)) -> `subset_discrepancy`; Alg. 2 (minimum over I random (B, π)) ->
+`discrepancy_details(method="random")`; Fig. 4 (D before / after alignment) -> the command line with or
+without --checkpoint.
 
 Definition 2.1:  D(M^s, M^t) = inf_{π, B} d( P(Y^s_{π,B} | X̂), P(Y^t | X̂) ),  B ⊂ Y^s, |B| = |Y^t|.
 App. A.4 makes it computable: each target sample x^t_i goes through the target embedder into X̂ and then
@@ -46,9 +49,11 @@ the planted subset's value 0.324 in ~82 swaps (~10 s).
 
 The command line (`python discrepancy.py --task TASK ...`: `get_parser`, `main`) is at the end of the file.
 It uses argparse like train.py, imported inside those two functions only (the estimator and the other library
-functions take explicit arguments); it imports torch and the sibling modules (backbones, data, embedders)
-lazily too, so the estimator needs only numpy and scipy. Checkpoints are read by train.load_checkpoint (the
-module that writes them); `load_prefixed` loads their "embedder." / "encoder." tensors, for probe.py too.
+functions take explicit arguments), and takes the options it shares with train.py and probe.py (--backbone,
+--weights, --tiny, --data-dir, --synthetic-data, --seed) from train.add_shared_arguments; it imports torch
+and the sibling modules (backbones, data, embedders, runtime, train) lazily too, so the estimator needs only
+numpy and scipy. Checkpoints are read by runtime.load_checkpoint (next to checkpoint_dict, which train.py
+writes them with); `load_prefixed` loads their "embedder." / "encoder." tensors, for probe.py too.
 """
 from __future__ import annotations
 
@@ -419,9 +424,9 @@ def target_source_logits(task=None, backbone=None, *, data_dir=None, synthetic=F
     import backbones
     import data
     import embedders
-    import train
+    import runtime
 
-    ckpt = train.load_checkpoint(checkpoint) if checkpoint else None
+    ckpt = runtime.load_checkpoint(checkpoint) if checkpoint else None
     cfg = ckpt["config"] if ckpt else {}
     task = task or cfg.get("task")
     if not task:
@@ -494,8 +499,11 @@ def positive_int(text):
 
 
 def get_parser() -> argparse.ArgumentParser:
-    """The command line of the Fig. 4 measurement (argparse, imported here only: the estimator needs none)."""
+    """The command line of the Fig. 4 measurement (argparse, imported here only: the estimator needs none).
+    The options shared with train.py and probe.py come from train.add_shared_arguments (one declaration)."""
     import argparse
+
+    import train
 
     p = argparse.ArgumentParser(
         prog="discrepancy.py",
@@ -506,20 +514,12 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--task", default=None,
                    help="target task M^t, a key of data.TASKS (single-label classification); default: the "
                         "--checkpoint's task")
-    g.add_argument("--backbone", metavar="NAME_OR_PATH", default=None,
-                   help="source model M^s: a backbones.BACKBONES name or a local folder (default: the checkpoint's, "
-                        "else swin_base for 2D tasks, roberta_base for 1D, as in §4)")
-    g.add_argument("--weights", metavar="PATH", default=None,
-                   help="local weight file/folder for --backbone (no network)")
     g.add_argument("--checkpoint", metavar="CKPT", default=None,
                    help="a train.py checkpoint (e.g. stage1_embedder.pt): use ITS target embedder φ_e (Fig. 4 after "
                         "alignment); without it, the source-initialised embedder")
-    g.add_argument("--data-dir", metavar="DIR", default=None, help="root of the data layout (data.load_task)")
-    g.add_argument("--synthetic-data", action="store_true",
-                   help="synthetic data in the task's exact shapes (no files needed)")
-    g.add_argument("--tiny", action="store_true", help="tiny random-initialised backbone (tests, CPU)")
     g.add_argument("--max-samples", metavar="N", type=positive_int, default=None,
                    help="n_t: use at most N target training samples (default: all)")
+    train.add_shared_arguments(p)
     g = p.add_argument_group("the search over (B, π) (Alg. 2)")
     g.add_argument("--num-experiments", metavar="I", type=positive_int, default=NUM_EXPERIMENTS,
                    help="I = number of random experiments of Alg. 2, each a random subset B ⊂ Y^s with |B| = |Y^t| "
@@ -528,9 +528,6 @@ def get_parser() -> argparse.ArgumentParser:
                    help="random: the paper's Alg. 2 (min over the I draws); assignment: the same I subsets B, each "
                         "with its exact best π (linear_sum_assignment), then a local search over B (never larger); "
                         "default: %(default)s")
-    g.add_argument("--seed", metavar="S", type=int, default=0,
-                   help="seed of the random subsets B / permutations π and of tiny random initialisations "
-                        "(default: %(default)s)")
     g = p.add_argument_group("machine")
     g.add_argument("--batch-size", metavar="N", type=positive_int, default=64,
                    help="batch size of the source-model forward passes (default: %(default)s)")

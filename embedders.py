@@ -2,8 +2,9 @@
 
 Paper: Ma et al., "Learning Modality Knowledge Alignment for Cross-Modality Transfer", ICML 2024,
 arXiv 2406.18864. Implements §2.1 (the embedder e of g_θ = h ∘ f ∘ e) and Appendix A.2 (the 2D and 1D
-embedder designs, which "follow exactly the designs in ORCA"), plus the initialisations of
-baselines.md §2.5 (random = vanilla Finetuning; source-derived = Finetuning++ / ORCA / MoNA start).
+embedder designs, which "follow exactly the designs in ORCA"), plus ORCA's two initialisations
+(sjunhongshen/ORCA, `src/embedder.py`: `Embeddings2D`, `Embeddings1D`, `get_tgt_model`): random = vanilla
+Finetuning; source-derived = Finetuning++ / ORCA / MoNA start.
 
 Paper map
 ---------
@@ -40,7 +41,7 @@ class EmbedderError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Defaults (baselines.md §2.2, §2.5)
+# Defaults (ORCA's src/embedder.py)
 # ---------------------------------------------------------------------------------------------------
 TRUNC_NORMAL_STD = 0.02        # 2D conv random init (ORCA: timm trunc_normal_(std=.02))
 XAVIER_GAIN = math.sqrt(2.0)   # 1D conv random init (ORCA conv_init: xavier_uniform_(gain=√2))
@@ -48,7 +49,7 @@ LAYERNORM_EPS = 1e-5           # nn.LayerNorm default, as ORCA's embedders (Swin
 
 
 # ---------------------------------------------------------------------------------------------------
-# e_2D (App. A.2, first bullet; baselines.md §2.2)
+# e_2D (App. A.2, first bullet; ORCA's Embeddings2D)
 # ---------------------------------------------------------------------------------------------------
 class Embedder2D(nn.Module):
     """e_2D: (B, C, H, W) -> tokens (B, N, D), N = (image_size / p)².
@@ -98,7 +99,7 @@ class Embedder2D(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------
-# e_1D (App. A.2, second bullet; baselines.md §2.3)
+# e_1D (App. A.2, second bullet; ORCA's Embeddings1D)
 # ---------------------------------------------------------------------------------------------------
 def compute_stack_num(seq_len: int, target_seq_len: int) -> int:
     """ORCA's rule: the smallest divisor i of L with L / i <= target_seq_len (always exists: i = L)."""
@@ -212,10 +213,10 @@ def _source_embedder(source) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Builders and initialisation (baselines.md §2.5)
+# Builders and initialisation (ORCA's get_tgt_model: random branch, and `train_embedder=True` branch)
 # ---------------------------------------------------------------------------------------------------
 def _random_init_(embedder: nn.Module) -> None:
-    """Vanilla-finetuning init (baselines.md §2.5, left column)."""
+    """Vanilla-finetuning init (ORCA with `embedder_epochs: 0`: the embedder's random initialisation)."""
     with torch.no_grad():
         if isinstance(embedder, Embedder2D):
             nn.init.trunc_normal_(embedder.projection.weight, std=TRUNC_NORMAL_STD)
@@ -260,10 +261,10 @@ def build_embedder(source, in_channels: int, seq_len: int | None = None,
 
 
 def init_embedder_from_source(embedder: nn.Module, source) -> list[str]:
-    """Finetuning++ / ORCA / MoNA-start initialisation from θ^S_e0 (baselines.md §2.5, right column).
+    """Finetuning++ / ORCA / MoNA-start initialisation from θ^S_e0 (ORCA's `train_embedder=True` branch).
 
     2D: projection weight <- source patch kernel (D, 3, p, p) tiled along input channels, target
-        channel c <- source channel c mod 3, *no* rescaling by 3/C (quirk 19, matched); bias copied
+        channel c <- source channel c mod 3, *no* rescaling by 3/C (as ORCA); bias copied
         (CLIP's patch conv has no bias: ours stays 0). LayerNorm copied from the source patch-embedding
         norm where it has one (Swin has; ViT and CLIP have none: their norms act after the positions,
         inside θ_f, so ours stays 1/0).

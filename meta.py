@@ -141,7 +141,7 @@ def grad_dict(loss: torch.Tensor, wrt: dict[str, Params], *, create_graph: bool 
               required: tuple[str, ...] | None = None) -> dict[str, Params]:
     """∇ loss w.r.t. several named dicts of tensors in one autograd.grad call (never .backward, so no
     stray .grad anywhere); unused entries get zeros. A dict named in `required` (default: all) that the
-    loss does not depend on at all raises MetaGradError (pitfall 1: the meta term would silently be 0)."""
+    loss does not depend on at all raises MetaGradError (pitfall 1 above: the meta term would silently be 0)."""
     required = tuple(wrt) if required is None else required
     flat = [t for group in wrt.values() for t in group.values()]
     if required and not loss.requires_grad:
@@ -169,7 +169,7 @@ def global_norm(tensors: Params) -> float:
 
 @contextlib.contextmanager
 def fixed_rng(seed: int, device_type: str = "cpu"):
-    """Run a block with the RNG seeded to `seed`, restoring the caller's RNG state afterwards (pitfall 5)."""
+    """Run a block with the RNG seeded to `seed`, restoring the caller's RNG state afterwards (pitfall 5 above)."""
     if device_type == "cpu":
         with torch.random.fork_rng(devices=[], device_type="cpu"):
             torch.default_generator.manual_seed(seed)

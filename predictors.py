@@ -4,7 +4,7 @@ Paper: Ma et al., "Learning Modality Knowledge Alignment for Cross-Modality Tran
 arXiv 2406.18864. Implements §2.1 (the architecture g_θ with θ = {θ_e, θ_f, θ_h}; the target encoder
 θ^T_f is initialised from θ^S_f0) and Appendix A.2 (the classification predictor h_c and the dense
 predictor h_d, "following exactly the designs in ORCA"); the 1D dense head, which the paper does not
-describe, is ORCA's parameter-free one (baselines.md §2.4).
+describe, is ORCA's parameter-free one (`src/embedder.py`, `get_tgt_model`).
 
 Paper map
 ---------
@@ -23,7 +23,7 @@ Paper map
 | g_θ = h ∘ f ∘ e                   | `TargetModel`                          | x -> prediction                |
 | θ_e / φ_e, θ_f, θ_h               | `.embedder`, `.encoder`, `.predictor`  |                                |
 
-Initialisation (baselines.md §2.5 "Heads: library default"): the classification Linear keeps PyTorch's
+Initialisation (library defaults, as ORCA): the classification Linear keeps PyTorch's
 default init (ORCA creates a plain `nn.Linear`); the dense decoder conv gets normal(0, 0.02), bias 0,
 which is what Hugging Face's `SwinForMaskedImageModeling` gives its newly created decoder conv.
 """
@@ -64,7 +64,7 @@ class ClassificationHead(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------
-# h_d: 2D dense prediction (App. A.2, second bullet; the SimMIM decoder of baselines.md §2.4)
+# h_d: 2D dense prediction (App. A.2, second bullet; the SimMIM decoder of SwinForMaskedImageModeling, as ORCA)
 # ---------------------------------------------------------------------------------------------------
 class DenseHead2D(nn.Module):
     """h_d: tokens (B, N', d) on a `grid` -> (B, K, H, W).
@@ -113,7 +113,7 @@ class DenseHead2D(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------
-# 1D dense prediction (ORCA's parameter-free head; baselines.md §2.4)
+# 1D dense prediction (ORCA's parameter-free head: AdaptiveAvgPool1d over the hidden axis)
 # ---------------------------------------------------------------------------------------------------
 class DenseHead1D(nn.Module):
     """(B, T, d) -> (B, C_out, L) with L = T · stack_num; no parameters.

@@ -1,7 +1,9 @@
 """Distortion of the source knowledge: linear probing, Davies-Bouldin index, t-SNE (§2.2, Fig. 2, Fig. 3).
 
 Paper: "Learning Modality Knowledge Alignment for Cross-Modality Transfer", Ma et al., ICML 2024,
-arXiv 2406.18864, §2.2. The source surrogate (CIFAR-10 for the image source, unseen by the pretrained
+arXiv 2406.18864. Paper map: §2.2 (distortion of the source knowledge) -> `probe_models`; Fig. 3 (linear
+probing) -> `linear_probe_error`, `bar_chart`; Fig. 2 (t-SNE, DB index) -> `tsne_plot`, `davies_bouldin`.
+The source surrogate (CIFAR-10 for the image source, unseen by the pretrained
 model) is encoded by the pretrained encoder and by encoders fine-tuned on target tasks; the less a
 fine-tuned encoder separates the surrogate's classes, the more source knowledge was distorted.
   Fig. 2: t-SNE of the surrogate features, Davies-Bouldin (DB) index in the upper-right corner.
@@ -26,8 +28,9 @@ does not say how it pools; mean pooling is what the classification head of App. 
 Core functions need numpy + scikit-learn; matplotlib is imported only where a picture is drawn (Agg canvas,
 no pyplot state); torch and the sibling modules only in the feature extraction and the command line
 (`python probe.py --checkpoint A.pt B.pt ...`: `get_parser`, `main`). The command line uses argparse like
-train.py, imported inside those two functions only (library functions take explicit arguments); checkpoints
-are read by train.load_checkpoint and discrepancy.load_prefixed (one reader for both analyses).
+train.py, imported inside those two functions only (library functions take explicit arguments), and takes the
+options it shares with train.py and discrepancy.py from train.add_shared_arguments; checkpoints are read by
+runtime.load_checkpoint and discrepancy.load_prefixed (one reader for both analyses).
 
 The pretrained reference and each checkpoint are rebuilt with torch.manual_seed(config seed) first, as
 train.py does, so tiny random-initialised bodies (tests, --tiny) get the same θ^S_e0 as in training.
@@ -212,10 +215,10 @@ def load_encoder(source, checkpoint):
     tensors do not fit (another backbone / tiny setting).
     """
     import discrepancy
-    import train
+    import runtime
 
     try:
-        ckpt = train.load_checkpoint(checkpoint)
+        ckpt = runtime.load_checkpoint(checkpoint)
         discrepancy.load_prefixed(source.encoder, ckpt["model"], "encoder.", checkpoint)
     except discrepancy.DiscrepancyError as e:
         raise ProbeError(str(e)) from None
@@ -263,12 +266,12 @@ def probe_models(checkpoints=(), backbone=None, *, tiny=False, weights=None, dat
     to `out` and, for several checkpoints, the Fig. 3 bar chart out/linear_probe.png.
     """
     import discrepancy
-    import train
+    import runtime
 
     configs = []
     for path in checkpoints:
         try:
-            configs.append(train.load_checkpoint(path)["config"])
+            configs.append(runtime.load_checkpoint(path)["config"])
         except discrepancy.DiscrepancyError as e:
             raise ProbeError(str(e)) from None
     first = configs[0] if configs else {}
@@ -320,10 +323,12 @@ def probe_models(checkpoints=(), backbone=None, *, tiny=False, weights=None, dat
 # command line
 
 def get_parser() -> argparse.ArgumentParser:
-    """The command line of the §2.2 experiment (argparse, imported here only)."""
+    """The command line of the §2.2 experiment (argparse, imported here only). The options shared with
+    train.py and discrepancy.py come from train.add_shared_arguments (one declaration)."""
     import argparse
 
     import discrepancy
+    import train
 
     p = argparse.ArgumentParser(
         prog="probe.py",
@@ -335,25 +340,14 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", nargs="+", action="extend", default=None, metavar="CKPT",
                    help="one or more train.py checkpoints (last.pt / best.pt): probe their encoders θ^T_f "
                         "(one Fig. 3 bar each)")
-    g.add_argument("--backbone", metavar="NAME_OR_PATH", default=None,
-                   help="source model of the pretrained reference θ^S_f0 (default: the first checkpoint's, "
-                        "else swin_base)")
-    g.add_argument("--weights", metavar="PATH", default=None,
-                   help="local weight file/folder for --backbone (no network)")
-    g.add_argument("--tiny", action="store_true", help="tiny random-initialised backbone (tests, CPU)")
-    g.add_argument("--data-dir", metavar="DIR", default=None,
-                   help="root of the data layout: cifar-10-batches-py/ (data_batch_*, test_batch) or "
-                        "conll2003/ (eng.train, eng.testb), see data.load_source_surrogate")
-    g.add_argument("--synthetic-data", action="store_true", help="synthetic surrogate data (no files needed)")
     g.add_argument("--max-samples", metavar="N", type=discrepancy.positive_int, default=MAX_SAMPLES,
                    help="surrogate samples {x^s_i, y^s_i} per split and per model: the probe trains on this many "
                         "train-split samples and is scored on this many test-split samples (default: %(default)s)")
+    train.add_shared_arguments(p)
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", default="runs/probe",
                    help="output folder for the t-SNE PNGs and the bar chart (default: %(default)s)")
     g.add_argument("--no-tsne", action="store_true", help="skip the t-SNE pictures (slow on thousands of samples)")
-    g.add_argument("--seed", metavar="S", type=int, default=0,
-                   help="seed of the surrogate subsample, t-SNE and tiny random initialisations (default: %(default)s)")
     g.add_argument("--batch-size", metavar="N", type=discrepancy.positive_int, default=64,
                    help="batch size of the feature extraction (default: %(default)s)")
     return p
@@ -366,7 +360,6 @@ def main(argv=None) -> int:
     print one line "error: ..." and return 2.
     """
     import discrepancy
-    import train
 
     args = get_parser().parse_args(argv)  # argparse: usage + one line, exit 2
     try:

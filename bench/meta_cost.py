@@ -2,7 +2,7 @@
 
     python bench/meta_cost.py            # a few minutes on a 2-core CPU
 
-Setting (meta-gradients.md §4.4): a 4-layer pre-LN transformer encoder θ_f (width 256, 8 heads, FFN 1024,
+Setting: a 4-layer pre-LN transformer encoder θ_f (width 256, 8 heads, FFN 1024,
 no dropout, final LayerNorm), batch 32 × 64 tokens, 16 target channels into the embedder φ_e (Linear +
 LayerNorm, App. A.2), 48-d source "patches" through a frozen source embedder θ^S_e0, 10 classes, a linear
 head on mean-pooled features, cross-entropy L_inner, align + uniform L_outer on L2-normalised pooled
@@ -60,7 +60,7 @@ BARS = {"exact_fd": (3.6, 1.7), "taylor_fd": (3.2, 1.3), "taylor_fd_cached": (2.
 
 
 def align_uniform(z, y, t=2.0):
-    """Eq. (4) in minimisation form (meta-gradients.md §5.1) on L2-normalised z (n, d)."""
+    """Eq. (4) in minimisation form (losses.align_uniform_loss) on L2-normalised z (n, d)."""
     d2 = (2 - 2 * z @ z.T).clamp_min(0)                       # ‖z_i − z_j‖²   (n, n)
     off = ~torch.eye(len(y), dtype=torch.bool)
     same = (y[:, None] == y[None, :]) & off

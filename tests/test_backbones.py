@@ -146,7 +146,7 @@ def test_2d_embedder_resizes_like_torchvision():
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_dropout_defaults_match_orca(name):
-    """baselines.md §2.1: ORCA sets hidden and attention dropout to its configs' drop_out (0 everywhere) but keeps
+    """ORCA (src/embedder.py) sets hidden and attention dropout to its configs' drop_out (0 everywhere) but keeps
     Swin's drop_path_rate 0.1. dropout=p must reach every attention and hidden (projection / MLP) dropout of θ_f
     (timm's own `drop_rate` is only the classifier-head dropout, outside θ_f)."""
     from timm.layers import DropPath
@@ -159,7 +159,7 @@ def test_dropout_defaults_match_orca(name):
     src = build_backbone(name, tiny=True)
     d = drops(src)
     assert all(p == 0.0 for p in d.values()), {n: p for n, p in d.items() if p}
-    if name == "swin_base":   # stochastic depth stays on, linearly up to 0.1 (quirk 12, matched)
+    if name == "swin_base":   # stochastic depth stays on, linearly up to 0.1 (as in ORCA)
         assert max(m.drop_prob for m in src.encoder.modules() if isinstance(m, DropPath)) == pytest.approx(0.1)
     d = drops(build_backbone(name, tiny=True, dropout=0.25))
     assert all(p == 0.25 for p in d.values()), {n: p for n, p in d.items() if p != 0.25}

@@ -30,7 +30,7 @@ def one_thread():
 # A tiny MoNA stage-1 problem: embedder φ, encoder θ_f, fixed head θ_h, target CE, source align+uniform
 # --------------------------------------------------------------------------------------------------
 def align_uniform(z, y, t=2.0):
-    """Local copy of Eq. (4) in minimisation form on L2-normalised z (meta-gradients.md §5.1)."""
+    """Local copy of Eq. (4) in minimisation form on L2-normalised z (the DEVIATION note in losses.py)."""
     z = F.normalize(z, dim=-1)
     d2 = (2 - 2 * z @ z.T).clamp_min(0)                     # ‖z_i − z_j‖² for unit vectors
     off = ~torch.eye(len(y), dtype=torch.bool)

@@ -1,4 +1,4 @@
-"""Tests for embedders.py and predictors.py (App. A.2 of arXiv 2406.18864; baselines.md §2.2-2.5).
+"""Tests for embedders.py and predictors.py (App. A.2 of arXiv 2406.18864; ORCA's src/embedder.py).
 
 Oracles: explicit per-patch Linear maps, brute-force loops for the heads, torchvision's resize, the
 library tensors of the source bodies (timm / transformers), and float64 central finite differences for
@@ -22,8 +22,8 @@ from predictors import (ClassificationHead, DenseHead1D, DenseHead2D, PredictorE
                         build_predictor, build_target_model)
 
 # ---------------------------------------------------------------------------------------------------
-# The paper's 18 task shapes (Tables 8 and 10; per-sample shapes from datasets.md §1; 1D target_seq_len,
-# stack_num and token counts from ORCA's table, baselines.md §2.3)
+# The paper's 18 task shapes (Tables 8 and 10; per-sample shapes as the NAS-Bench-360 and PDEBench files hold them; 1D target_seq_len,
+# stack_num and token counts from ORCA's configs/*.yaml and Embeddings1D in src/embedder.py)
 # ---------------------------------------------------------------------------------------------------
 # name, input_shape, output, K (point) / output_shape (dense)
 TASKS_2D = [
@@ -55,7 +55,7 @@ assert len(TASKS_2D) + len(TASKS_1D) == 18
 
 
 def make_spec(name, dim, input_shape, output, k_or_shape, tsl=None):
-    """A duck-typed TaskSpec with the attributes predictors.py reads (.api.md)."""
+    """A duck-typed TaskSpec with the attributes predictors.py reads."""
     if output == "point":
         num_classes, output_shape = k_or_shape, (k_or_shape,)
     else:

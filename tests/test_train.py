@@ -16,6 +16,8 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import orca  # noqa: E402
+import stage2  # noqa: E402
 import train  # noqa: E402
 
 FAST = ["--demo", "--no-progress", "--epochs", "1", "--max-train-samples", "16", "--batch-size", "8"]
@@ -131,9 +133,9 @@ def test_accumulation_mean_averages_the_short_last_step(tmp_path):
                decay_epochs=10, seed=0, workers=0, no_progress=True, precision="fp32", out=str(tmp_path))
     model = torch.nn.Linear(4, 2)
     ref = copy.deepcopy(model)
-    train.stage2(cfg, dict(device=torch.device("cpu"), rank=0, world=1, main=True), model, td, spec, {},
-                 lambda row, state: None)
-    factor, loss = train.warmup_linear(0, 10 * 2), losses.TASK_LOSSES["mse"]()
+    stage2.stage2(cfg, dict(device=torch.device("cpu"), rank=0, world=1, main=True), model, td, spec, {},
+                  lambda row, state: None)
+    factor, loss = stage2.warmup_linear(0, 10 * 2), losses.TASK_LOSSES["mse"]()
     for step in range(2):                                    # θ ← θ − lr · factor(step) · ∇ℓ(θ)
         grads = torch.autograd.grad(loss(ref(x), y), list(ref.parameters()))
         with torch.no_grad():
@@ -202,15 +204,16 @@ def test_torchrun_nonfinite_loss_stops_every_rank(tmp_path):
 
 
 def test_orca_pseudo_labels_of_point_regression_are_kmeans_clusters():
-    """ORCA (baselines.md §3.2): class labels only for single-label classification; regression targets, here
-    a custom task's (N, 3) float values, get k = 10 k-means clusters (oracle: scikit-learn on the same rows)."""
+    """ORCA (`infer_labels` in its src/embedder.py): class labels only for single-label classification;
+    regression targets, here a custom task's (N, 3) float values, get k = 10 k-means clusters (oracle:
+    scikit-learn on the same rows)."""
     from sklearn.cluster import KMeans
     import data
     rng = np.random.default_rng(0)
     ys = rng.normal(size=(40, 3)).astype(np.float32)
     td = types.SimpleNamespace(train=data.ArrayDataset(rng.normal(size=(40, 1, 8, 8)), ys, y_kind="float"))
     spec = types.SimpleNamespace(output="point", multilabel=False, loss="mse")
-    idx, labels = train.orca_target_labels(td, spec, n=30, seed=0)
+    idx, labels = orca.orca_target_labels(td, spec, n=30, seed=0)
     expected = KMeans(n_clusters=10, n_init=3, random_state=0).fit_predict(ys[idx])
     assert len(idx) == 30 and np.array_equal(labels, expected)
 

@@ -1,0 +1,156 @@
+"""runtime.py: what a training run needs from the machine, kept out of the maths and out of train.py's story.
+
+Paper: Ma et al., "Learning Modality Knowledge Alignment for Cross-Modality Transfer", ICML 2024,
+arXiv 2406.18864. No equation lives here; this module serves the training protocol of App. A.1 (Tables 9
+and 11) as train.py, stage1.py, stage2.py and orca.py run it: seeds, devices, DDP, bf16 autocast, atomic
+checkpoints, loaders, progress bars, and the clean stop on a non-finite loss.
+
+Paper map
+---------
+| paper                                          | here                                             |
+|------------------------------------------------|--------------------------------------------------|
+| App. A.1, Tables 9 / 11 "Batch Size"           | `make_loader` (per process under torchrun)       |
+| Alg. 1, φ_e ← φ_e − β ∇_φe L'_outer on n GPUs  | `all_reduce_mean_`: ∇_φ averaged over processes   |
+| seeds (not in the paper; ORCA's configs: 0)    | `seed_everything`, `epoch_seed`                  |
+
+Symbols: φ (the parameters stage 1 trains) -> the `grads` dict passed to `all_reduce_mean_`; `m` is the
+machine dict of `setup_machine`: {"device", "rank", "world", "main"}.
+
+Resumption: every epoch reseeds everything from (seed, stage, epoch) (`epoch_seed`), so a run resumed from
+last.pt replays the same data order and dropout masks as an uninterrupted one without saving RNG states.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sys
+
+import numpy as np
+import torch
+
+
+class RunError(Exception):
+    """An expected mistake (bad argument, missing file, ...): printed as one line, no traceback."""
+
+
+class NonFiniteLoss(RunError):
+    """A NaN or infinite loss: the run stops and the last good checkpoint is kept."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Seeds
+# --------------------------------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(cfg: dict, stage: int, epoch: int) -> int:
+    """Every epoch reseeds everything from (seed, stage, epoch): a resumed run replays the same
+    data order and dropout masks as an uninterrupted one, without saving RNG states."""
+    return cfg["seed"] * 1_000_003 + stage * 10_007 + epoch
+
+
+# --------------------------------------------------------------------------------------------------
+# Devices and distribution (torchrun)
+# --------------------------------------------------------------------------------------------------
+def setup_machine(cfg: dict) -> dict:
+    """Device and (under torchrun) the process group: NCCL on GPUs, gloo on CPUs."""
+    if cfg["device"] == "cuda" and not torch.cuda.is_available():
+        raise RunError("--device cuda: no CUDA device is visible (use --device cpu or auto)")
+    use_cuda = cfg["device"] == "cuda" or (cfg["device"] == "auto" and torch.cuda.is_available())
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+    return dict(device=device, rank=rank, world=world, main=rank == 0)
+
+
+def all_reduce_mean_(tensors, m: dict) -> None:
+    """Average gradients over processes in place. Stage 1 uses it for the meta-gradient of φ: DDP does not
+    synchronise gradients of gradients (github.com/pytorch/pytorch/issues/47562 and /63812), so stage 1 runs
+    the virtual step on the unwrapped model and all-reduces φ's gradient by hand (orca.py's stage 1 uses it too)."""
+    if m["world"] > 1:
+        for t in tensors:
+            torch.distributed.all_reduce(t)
+            t.div_(m["world"])
+
+
+def barrier(m: dict) -> None:
+    if m["world"] > 1:
+        torch.distributed.barrier()
+
+
+def autocast(cfg: dict, device: torch.device):
+    """bf16 autocast where asked (`--precision bf16`); a no-op in fp32."""
+    if cfg["precision"] == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------------------------------
+# Files: checkpoints written atomically, and their one reader
+# --------------------------------------------------------------------------------------------------
+def checkpoint_dict(cfg: dict, model, **extra) -> dict:
+    return {"format": "mona-checkpoint-v1", "config": cfg, "model": model.state_dict(), **extra}
+
+
+def save_atomic(obj, path: str) -> None:
+    """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def write_text_atomic(text: str, path: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str) -> dict:
+    """A checkpoint train.py wrote (`checkpoint_dict`: {"format": "mona-checkpoint-v1", "config", "model", ...});
+    the one reader of the project (train.py, probe.py and discrepancy.py). RunError (one line) otherwise."""
+    if not os.path.isfile(path):
+        raise RunError(f"checkpoint {path!r}: no such file (train.py writes stage1_embedder.pt, last.pt and "
+                       f"best.pt in its --out folder)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated or foreign file
+        raise RunError(f"checkpoint {path!r}: not readable ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "mona-checkpoint-v1" or "model" not in ckpt:
+        raise RunError(f"checkpoint {path!r}: not a train.py checkpoint (no format 'mona-checkpoint-v1')")
+    ckpt.setdefault("config", {})
+    return ckpt
+
+
+# --------------------------------------------------------------------------------------------------
+# Loaders, progress bars, the non-finite stop
+# --------------------------------------------------------------------------------------------------
+def make_loader(dataset, batch_size: int, *, shuffle: bool, seed: int, m: dict, workers: int = 0):
+    """A DataLoader whose order depends only on `seed`; sharded over processes under torchrun."""
+    sampler = None
+    if m["world"] > 1 and shuffle:
+        sampler = torch.utils.data.distributed.DistributedSampler(dataset, shuffle=True, seed=seed)
+        shuffle = False
+    g = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+                                       generator=g, num_workers=workers, drop_last=False)
+
+
+def progress(it, m: dict, cfg: dict, desc: str):
+    from tqdm import tqdm
+    disable = cfg["no_progress"] or not m["main"] or not sys.stderr.isatty()
+    return tqdm(it, desc=desc, leave=False, dynamic_ncols=True, disable=disable)
+
+
+def check_finite(loss: torch.Tensor, where: str, out: str) -> None:
+    if not torch.isfinite(loss).all():
+        raise NonFiniteLoss(f"non-finite loss or gradient ({loss.item()}) at {where}; stopped, the last good checkpoint "
+                            f"is kept in {out} (lower --lr or use --resume after fixing the cause)")

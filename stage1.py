@@ -1,0 +1,222 @@
+"""stage1.py: the first stage of MoNA (Alg. 1, the knowledge alignment stage) and of the Emb baseline.
+
+Paper: Ma et al., "Learning Modality Knowledge Alignment for Cross-Modality Transfer", ICML 2024,
+arXiv 2406.18864. Stage 1 trains only the target embedder φ_e while the encoder stays at its pretrained
+θ^S_f0; stage 2 (stage2.py) then fine-tunes everything. ORCA's stage 1 is in orca.py.
+
+Paper map
+---------
+| paper                                            | here                                              |
+|--------------------------------------------------|---------------------------------------------------|
+| Alg. 1, Eq. (5)-(6), Eq. (7) / Eq. (9)           | `stage1` (kind "mona") -> meta.meta_grad_exact / _taylor |
+| Eq. (2) L_inner and Eq. (4) L_outer as functions of (θ_f, φ) | `mona_losses`                         |
+| App. A.3, Eq. (9): ∇_θf L_outer at the fixed θ^S_f0 | `cached_outer_grad` (`--cache-outer-grad`)     |
+| §2.2, §3.1 "Emb": task loss, body frozen         | `stage1` (kind "emb")                             |
+| §3.2 "normalize these features onto a unit sphere" | `pooled_normalised`                             |
+| §2.2, App. A.6 source surrogate {x_i^s, y_i^s}    | `load_surrogate`, `source_batches`               |
+
+| paper symbol | code name                              | shape                                          |
+|--------------|----------------------------------------|------------------------------------------------|
+| φ_e          | `phi` ("embedder.*" parameters)        | dict name -> tensor                            |
+| θ_f          | `theta_f` (model.encoder parameters)   | dict name -> tensor                            |
+| θ_h          | model.predictor (fixed unless `--stage1-train-head`) |                                  |
+| θ^S_e0       | `source.source_embedder` (frozen)      |                                                |
+| x^t, y^t     | `x`, `y`                               | (B, C, ...) and the task's target              |
+| e(x^s; θ^S_e0), y^s | `src_tokens`, `ys`              | (B_s, N, D), (B_s,)                            |
+| f_i^s        | `pooled_normalised(feats)`             | (B_s, d), unit rows                            |
+| α, λ, β, K   | `--alpha`, `--lam`, `--stage1-lr`, `--inner-steps` | scalars                            |
+
+Which parameters stage 1 trains: the paper (Alg. 1) updates only the target embedder φ_e. We do the same
+by default for MoNA and Emb: the predictor θ_h stays at its random initialisation during stage 1 (it is
+used inside L_inner, not updated) and is then trained in stage 2. `--stage1-train-head` also meta-learns
+θ_h (meta.py differentiates whatever is in `phi`, second-order term included).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+import losses
+import meta
+from runtime import (RunError, all_reduce_mean_, autocast, barrier, check_finite, epoch_seed, make_loader, progress,
+                     seed_everything)
+from stage2 import task_objective
+
+
+# --------------------------------------------------------------------------------------------------
+# The pieces of stage 1: φ, the source surrogate, pooled features
+# --------------------------------------------------------------------------------------------------
+def stage1_parameters(model, cfg: dict) -> dict:
+    """φ: the parameters stage 1 trains. Paper (Alg. 1): the target embedder φ_e only."""
+    phi = {f"embedder.{k}": p for k, p in model.embedder.named_parameters()}
+    if cfg["stage1_train_head"]:
+        phi.update({f"predictor.{k}": p for k, p in model.predictor.named_parameters()})
+    return phi
+
+
+def load_surrogate(cfg: dict, spec, source):
+    """The labelled source surrogate {x_i^s, y_i^s} (§2.2, App. A.6): CIFAR-10 (2D) or CoNLL-2003 (1D)."""
+    import data
+    kw = dict(synthetic=cfg["synthetic_data"], seed=cfg["seed"], download=cfg["download"])
+    if spec.source == "conll2003":
+        if cfg["synthetic_data"]:                  # token ids inside the (tiny) body's vocabulary
+            emb = getattr(source.source_embedder, "word_embeddings", None)
+            kw["vocab_size"] = int(emb.num_embeddings) if emb is not None else 1000
+        else:
+            kw["tokenizer"] = load_tokenizer(cfg)
+    ds = data.load_source_surrogate(spec.source, cfg["data_dir"], **kw)
+    labels = getattr(ds, "labels", None)
+    labels = [int(ds[i][1]) for i in range(len(ds))] if labels is None else [int(v) for v in labels]
+    return ds, labels
+
+
+def source_batches(surrogate, source, cfg: dict, m: dict, seed: int):
+    """Endless class-balanced batches of the source surrogate (ds, labels), as source tokens e(x^s; θ^S_e0)
+    from the frozen source embedder, with labels y^s; every batch holds ≥ 2 samples of each of its classes.
+    The order depends only on `seed` (and the rank), so a resumed epoch sees the same source batches."""
+    import data
+    ds, labels = surrogate
+    k = min(cfg["source_classes"], len(set(labels)))
+    sampler = data.ClassBalancedBatchSampler(labels, k, cfg["source_per_class"], seed=seed + m["rank"])
+    while True:
+        for idx in sampler:
+            xs, ys = zip(*(ds[i] for i in idx))
+            xs, ys = torch.stack(xs).to(m["device"]), torch.as_tensor(ys).to(m["device"])
+            with torch.no_grad():                      # θ^S_e0 is frozen and independent of φ
+                tokens = source.source_embedder(xs)
+            yield tokens, ys                           # (yield outside no_grad: it would leak to the caller)
+
+
+def load_tokenizer(cfg: dict):
+    """The source model's tokenizer (CoNLL-2003 surrogate of 1D tasks), from the hub or a local folder."""
+    import backbones
+    from transformers import AutoTokenizer
+    name = cfg["backbone"]
+    hub = getattr(backbones.BACKBONES.get(name), "hub_id", name)
+    try:
+        return AutoTokenizer.from_pretrained(cfg["weights"] or hub)
+    except Exception as e:
+        raise RunError(f"cannot load the tokenizer of {hub!r} ({type(e).__name__}); without network pass a "
+                       f"local folder holding it with --weights, or use --synthetic-data") from None
+
+
+def pooled_normalised(feats: torch.Tensor) -> torch.Tensor:
+    # §3.2: "normalize these features onto a unit sphere": f_i^s = pool(f(e(x_i^s))) / ‖·‖₂   (B, d)
+    return F.normalize(feats.mean(dim=1), dim=-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 1: MoNA (Alg. 1) and Emb (§2.2); both train φ with the encoder at θ^S_f0
+# --------------------------------------------------------------------------------------------------
+def mona_losses(model, x, y, src_tokens, ys, task_loss, outer_fn, cfg: dict, device):
+    """The two callables meta.py differentiates, built from our modules with functional_call:
+    inner_loss(θ_f, φ) = L_inner = ℓ(h(f(e(x^t; φ_e); θ_f); θ_h), y^t)            (Eq. 1, 2)
+    outer_loss(θ_f)    = L_outer({normalise(pool f(e(x^s; θ^S_e0); θ_f))}, y^s)  (Eq. 4)"""
+    enc, emb, head = model.encoder, model.embedder, model.predictor
+    head_fixed = dict(head.named_parameters())       # θ_h: fixed in stage 1 unless it is part of φ
+
+    def inner_loss(theta_f: dict, phi: dict) -> torch.Tensor:
+        emb_p = {k[len("embedder."):]: v for k, v in phi.items() if k.startswith("embedder.")}
+        head_p = {k[len("predictor."):]: v for k, v in phi.items() if k.startswith("predictor.")} or head_fixed
+        with autocast(cfg, device):
+            tokens = functional_call(emb, emb_p, (x,))          # e(x^t; φ_e)            (B, N, D)
+            feats = functional_call(enc, theta_f, (tokens,))   # f(·; θ_f)              (B, N', d)
+            out = functional_call(head, head_p, (feats,))      # h(·; θ_h)              (B, K) or dense
+        return task_loss(out.float(), y)                       # Eq. (1): ℓ(g_θ(x^t), y^t)
+
+    def outer_loss(theta_f: dict) -> torch.Tensor:
+        with autocast(cfg, device):
+            feats = functional_call(enc, theta_f, (src_tokens,))  # f(e(x^s; θ^S_e0); θ_f)   (B_s, N', d)
+        return outer_fn(pooled_normalised(feats.float()), ys)    # Eq. (4), minimisation form
+
+    return inner_loss, outer_loss
+
+
+def cached_outer_grad(model, batches, outer_fn, cfg: dict, m: dict, n_batches: int = 16) -> dict:
+    """v = ∇_θf L_outer(θ^S_f0), averaged over source batches. In stage 1 the encoder stays at θ^S_f0,
+    so v does not depend on φ (App. A.3, Eq. 9): computed once and reused by every Taylor step."""
+    theta = {k: p.detach().requires_grad_() for k, p in model.encoder.named_parameters()}
+    v = {k: torch.zeros_like(p) for k, p in theta.items()}
+    for _ in range(n_batches):
+        src_tokens, ys = next(batches)
+        with autocast(cfg, m["device"]):
+            feats = functional_call(model.encoder, theta, (src_tokens,))
+        g = torch.autograd.grad(outer_fn(pooled_normalised(feats.float()), ys), list(theta.values()),
+                                allow_unused=True, materialize_grads=True)
+        for k, gk in zip(theta, g):
+            v[k] += gk / n_batches                             # v = mean_b ∇_θf L_outer^b(θ_f0)
+    all_reduce_mean_(v.values(), m)
+    return v
+
+
+def stage1(cfg: dict, m: dict, model, source, td, spec, state: dict, log, *, kind: str) -> None:
+    """Stage 1 of MoNA (kind "mona", Alg. 1) or Emb (kind "emb", §2.2): only φ is updated; the encoder is
+    reset to (= stays at) θ^S_f0. ORCA's stage 1 is orca.stage1_orca."""
+    assert kind in ("mona", "emb"), kind
+    task_loss, _ = task_objective(spec, td, m["device"])
+    phi = stage1_parameters(model, cfg)
+    enc_flags = [p.requires_grad for p in model.encoder.parameters()]
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)                                # θ_f is not trained in stage 1
+    opt = torch.optim.AdamW(phi.values(), lr=cfg["stage1_lr"], weight_decay=cfg["stage1_weight_decay"])
+    if state.get("stage") == 1 and "optimizer" in state:
+        opt.load_state_dict(state["optimizer"])
+    outer_fn = losses.OUTER_LOSSES[cfg["outer_loss"]]
+    surrogate = load_surrogate(cfg, spec, source) if kind == "mona" else None
+    v = None
+    if kind == "mona" and cfg["cache_outer_grad"]:
+        v = cached_outer_grad(model, source_batches(surrogate, source, cfg, m, cfg["seed"]), outer_fn, cfg, m)
+    start = state["epoch"] + 1 if state.get("stage") == 1 else 0
+    model.train()
+    for epoch in range(start, cfg["stage1_epochs"]):
+        seed_everything(epoch_seed(cfg, 1, epoch))
+        t0, sums, n = time.time(), {}, 0
+        loader = make_loader(td.train, cfg["batch_size"], shuffle=True, seed=epoch_seed(cfg, 1, epoch), m=m,
+                             workers=cfg["workers"])
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        if kind == "mona":
+            batches = source_batches(surrogate, source, cfg, m, seed=epoch_seed(cfg, 1, epoch))
+        bar = progress(loader, m, cfg, f"stage 1 [{kind}] epoch {epoch + 1}/{cfg['stage1_epochs']}")
+        for x, y in bar:
+            x, y = x.to(m["device"]), y.to(m["device"])
+            if kind == "mona":
+                src_tokens, ys = next(batches)
+                inner, outer = mona_losses(model, x, y, src_tokens, ys, task_loss, outer_fn, cfg, m["device"])
+                common = dict(theta_f=dict(model.encoder.named_parameters()), phi=phi, alpha=cfg["alpha"],
+                              lam=cfg["lam"], hvp=cfg["hvp"], inner_weight=0.0 if cfg["no_inner_loss"] else 1.0)
+                if cfg["meta"] == "exact":                     # Eq. (7): through the virtual step
+                    grads, st = meta.meta_grad_exact(inner, outer, steps=cfg["inner_steps"], **common)
+                else:                                          # Eq. (9): Taylor first-order form
+                    grads, st = meta.meta_grad_taylor(inner, None if v is not None else outer,
+                                                      outer_grad=v, **common)
+                loss = torch.tensor(st["inner_loss"])
+            else:                                              # Emb: L_inner alone, body frozen
+                with autocast(cfg, m["device"]):
+                    out = model(x)
+                loss = task_loss(out.float(), y)
+                g = torch.autograd.grad(loss, list(phi.values()), allow_unused=True, materialize_grads=True)
+                grads, st = dict(zip(phi, g)), {"inner_loss": loss.item()}
+            all_reduce_mean_(grads.values(), m)
+            # a finite L_inner can still come with a non-finite meta term (L_outer): check both; the gradient
+            # is all-reduced first, so under torchrun every rank sees a NaN and all stop together
+            local = loss if m["world"] == 1 else loss.new_zeros(())
+            check_finite(local + sum(g.float().sum() for g in grads.values()), f"stage 1 epoch {epoch + 1}",
+                         cfg["out"])
+            for k, p in phi.items():
+                p.grad = grads[k].detach().to(p.dtype)
+            opt.step()                                         # φ_e ← φ_e − β ∇_φe L'_outer   (Alg. 1)
+            opt.zero_grad(set_to_none=True)
+            n += 1
+            for k, val in st.items():
+                sums[k] = sums.get(k, 0.0) + float(val)
+            bar.set_postfix(loss=f"{st['inner_loss']:.4f}")
+        row = {"stage": 1, "method": kind, "epoch": epoch + 1, "seconds": round(time.time() - t0, 3),
+               **{k: s / max(n, 1) for k, s in sums.items()}}
+        log(row, dict(stage=1, epoch=epoch, optimizer=opt.state_dict()))
+        barrier(m)
+    for p, flag in zip(model.encoder.parameters(), enc_flags):
+        p.requires_grad_(flag)
