@@ -7,15 +7,33 @@ Paper: "Learning Modality Knowledge Alignment for Cross-Modality Transfer" (MoNA
             7×7 output features of width 1024) and RoBERTa-base for 1D tasks (width 768).
   §2.3/A.4  the source head θ^S_h0 gives the source logits z^s of the knowledge-discrepancy analysis.
 
-Paper map (B batch, N tokens in, N' tokens out, P prefix tokens, D token width, d feature width):
+Paper map (B batch, N tokens in, N' tokens out, P prefix tokens, D token width, d feature width, m mask):
 | paper              | code                          | shape                                                         |
 |--------------------|-------------------------------|---------------------------------------------------------------|
 | θ^S_e0, e^S(x)     | SourceModel.source_embedder   | 2D (B, 3, H, W) float -> (B, N, D); 1D (B, T) long -> (B, T, D) |
-| θ^S_f0 = θ_f, f    | SourceModel.encoder           | (B, N, D) -> (B, N', d), final norm; return_prefix (B, P+N', d) |
-| θ^S_h0, h^S        | SourceModel.source_head       | encoder(t, return_prefix=True) -> (B, K_s); 1D (B, T, V)      |
+| θ^S_f0 = θ_f, f    | SourceModel.encoder           | (B, N, D), m -> (B, N', d), final norm; return_prefix (B, P+N', d) |
+| pooled feature     | SourceModel.readout           | encoder(t, m, return_prefix=True), m -> (B, d) (Readout below) |
+| θ^S_h0, h^S        | SourceModel.source_head       | encoder(t, m, return_prefix=True) -> (B, K_s); 1D (B, T, V)   |
 | z^s = h^S(f(e^S))  | SourceModel.forward           | raw source input -> source logits (== the library's forward)  |
-| h^S(f(tokens))     | SourceModel.logits_from_tokens| tokens of any embedder -> source logits (discrepancy, A.4)    |
-| f(e^S(x))          | SourceModel.source_features   | (B, N', d)                                                    |
+| h^S(f(tokens))     | SourceModel.logits_from_tokens| tokens of any embedder, m -> source logits (discrepancy, A.4) |
+| f(e^S(x))          | SourceModel.source_features   | (B, N', d); pooled_features: its readout (B, d)               |
+| mean over tokens   | masked_mean                   | (B, T, D), m (B, T) -> (B, D), real tokens only               |
+
+Attention mask m (B, T): 1 = real token, 0 = pad (the CoNLL-2003 surrogate is padded to a fixed length). BERT-family
+bodies honour it through transformers' own mask (create_bidirectional_mask: the additive mask of eager attention,
+so no token attends to a pad) and the readout averages the real tokens only, so with right padding a real token's
+feature does not depend on the padded length. Swin/ViT/CLIP have no padding: they accept None or all ones and raise
+BackboneError for a mask with zeros. The mask is an input, not a parameter: functional_call swaps θ_f around it and
+double backward treats it as data.
+
+Readout: the ONE pooled feature used by the classification head h_c (predictors.py), MoNA's outer-loss features
+(Eq. 4), the probe of §2.2 and ORCA's 1D features when they go through the body. Each body is read out as its
+pretraining read it: Swin (no class token) and BERT-family by the (masked) mean of the final-norm tokens, App.
+A.2's average pooling; ViT/CLIP by the final-norm class token (timm's global_pool="token" for both tags we use,
+fc_norm the Identity; a folder ViT with another timm pool gets the mean of its patch tokens).
+DEVIATION from App. A.2 (average pooling): ViT/CLIP read the class token, because these checkpoints were pretrained
+and are read out through it (ImageNet-21k classifier, CLIP image projection); App. A.2's average pooling describes
+Swin-B, the paper's 2D body, which has no class token. Dense heads keep the patch tokens (return_prefix=False).
 
 | key            | library: hub id                                            | D -> d      | N -> N' at 224 px |
 |----------------|------------------------------------------------------------|-------------|-------------------|
@@ -40,9 +58,8 @@ Regularisation as ORCA (its configs set `drop_out: 0`, which `src/embedder.py` c
 attention_probs_dropout_prob): hidden and attention dropout 0 by default (`dropout=0.0`; roberta-base's own config
 says 0.1), Swin-B's stochastic depth left at timm's (and Hugging Face's) default 0.1, which ORCA never turns off.
 
-Weights: hub downloads need a network. When HF_HUB_OFFLINE=1 (read at call time) or the hub is unreachable
-(one 3 s TCP probe) only the local cache is tried and a miss raises BackboneError at once, instead of
-huggingface_hub's ~25 s of retries per file. Pass `weights=` (a file or folder) or a saved folder instead.
+Weights come from backbone_loading.py (hub or its cache, a local file or folder); pretrained=False gives the
+library's own random init of the same architecture there, for folders and weights= too (Train-from-scratch).
 `tiny=True` builds the same classes small and randomly initialised (Swin: embed 32, depths (1, 1, 2, 1), 64 px,
 window 2; ViT/CLIP: width 64, depth 2, 64 px; RoBERTa: width 64, 2 layers, vocabulary 1000, 128 tokens).
 """
@@ -50,7 +67,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +74,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BackboneError", "BackboneSpec", "BACKBONES", "SourceModel", "build_backbone", "save_backbone"]
+__all__ = ["BackboneError", "BackboneSpec", "BACKBONES", "Readout", "SourceModel", "build_backbone", "masked_mean",
+           "save_backbone"]
 
 # ---------------------------------------------------------------------------------------------------------------
 # Registry (data, not branches)
@@ -110,6 +127,70 @@ BACKBONES: dict[str, BackboneSpec] = {s.name: s for s in [
 _META_FILE = "mona_backbone.json"  # written by save_backbone next to the library's own files
 
 # ---------------------------------------------------------------------------------------------------------------
+# Attention masks and the readout (parameter-free: inputs, never part of θ_f)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _check_mask(attention_mask: torch.Tensor | None, who: str, padding: bool, shape=None) -> None:
+    """attention_mask must be None or (B, T) = `shape` (the input tokens'); without `padding` support, all ones."""
+    if attention_mask is None:
+        return
+    if shape is not None and tuple(attention_mask.shape) != tuple(shape):
+        raise BackboneError(f"{who}: attention_mask must be (B, T) = {tuple(shape)} like the input tokens, got "
+                            f"{tuple(attention_mask.shape)}")
+    if not padding and not bool(attention_mask.all()):
+        raise BackboneError(f"{who} has no padding (every token is attended to and pooled): pass "
+                            f"attention_mask=None or all ones, not a mask with zeros")
+
+
+def masked_mean(x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T, D) tokens, (B, T) mask (1 = real token, 0 = pad) -> (B, D): the mean over the real tokens.
+
+    None = x.mean(1) exactly (bit-identical to the plain mean). A row without real tokens gives 0. Pads are
+    filled with 0 before the sum, so a non-finite pad feature cannot leak in. Twice differentiable in x."""
+    if attention_mask is None:
+        return x.mean(dim=1)                                               # (B, D)
+    if tuple(attention_mask.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"masked_mean: attention_mask {tuple(attention_mask.shape)} does not match tokens "
+                         f"{tuple(x.shape[:2])} (B, T)")
+    real = attention_mask.to(device=x.device, dtype=torch.bool).unsqueeze(-1)   # (B, T, 1)
+    count = real.sum(dim=1).clamp_min(1).to(x.dtype)                           # (B, 1)  Σ_t m_t, at least 1
+    # x̄ = Σ_t m_t x_t / Σ_t m_t
+    return x.masked_fill(~real, 0).sum(dim=1) / count                          # (B, D)
+
+
+class Readout(nn.Module):
+    """The body's pooled feature (B, d) from `encoder(tokens, attention_mask, return_prefix=True)`; no parameters.
+
+    pool "mean": (masked) mean over the non-prefix tokens (Swin, BERT-family, ViTs pooled by average);
+    pool "token": the final-norm class token, feats[:, 0] (ViT/CLIP). `num_tokens` (ViT/CLIP: P + N) catches
+    features passed without their prefix. `padding`: the body honours a mask with zeros (BERT-family)."""
+
+    def __init__(self, pool: str, *, num_prefix_tokens: int = 0, num_tokens: int | None = None,
+                 padding: bool = False, who: str = "body"):
+        super().__init__()
+        assert pool in ("mean", "token"), pool
+        self.pool, self.num_prefix_tokens, self.num_tokens = pool, int(num_prefix_tokens), num_tokens
+        self.padding, self.who = padding, who
+
+    def extra_repr(self) -> str:
+        return f"pool={self.pool!r}, num_prefix_tokens={self.num_prefix_tokens}"
+
+    def forward(self, feats: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_tokens is not None and feats.shape[1] != self.num_tokens:
+            raise BackboneError(f"{self.who} readout expects encoder(tokens, return_prefix=True) output with "
+                                f"{self.num_tokens} tokens ({self.num_prefix_tokens} prefix), got {feats.shape[1]}")
+        if not self.padding:                       # a 2D body: N' ≠ N (Swin), so the mask is only checked
+            _check_mask(attention_mask, self.who, padding=False)
+            attention_mask = None
+        if self.pool == "token":
+            # DEVIATION from App. A.2 (average pooling): ViT/CLIP are read out by their final-norm class token, as
+            # their pretraining (ImageNet-21k classifier, CLIP projection) read them; Swin has no class token.
+            return feats[:, 0]                                             # (B, d)  x_cls
+        # App. A.2: z̄ = mean over the N' (real) tokens
+        return masked_mean(feats[:, self.num_prefix_tokens:], attention_mask)   # (B, d)
+
+# ---------------------------------------------------------------------------------------------------------------
 # Wrappers: the library model split into e (embedder), f (encoder), h (head), sharing its parameter tensors
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -142,8 +223,9 @@ class _SwinEncoder(nn.Module):
         super().__init__()
         self.layers, self.norm, self.grid = layers, norm, tuple(grid)
 
-    def forward(self, tokens, return_prefix: bool = False):   # tokens: (B, N, D); Swin has no prefix tokens
+    def forward(self, tokens, attention_mask=None, return_prefix: bool = False):   # tokens: (B, N, D); no prefix
         B, N, D = tokens.shape
+        _check_mask(attention_mask, "Swin", padding=False, shape=(B, N))
         H, W = self.grid
         if N != H * W:
             raise ValueError(f"Swin encoder expects N = {H}x{W} = {H * W} tokens (shift masks are precomputed "
@@ -189,8 +271,9 @@ class _ViTEncoder(nn.Module):
         self.blocks, self.norm = vit.blocks, vit.norm
         self.no_embed_class, self.num_prefix_tokens = vit.no_embed_class, vit.num_prefix_tokens
 
-    def forward(self, tokens, return_prefix: bool = False):   # tokens: (B, N, D)
+    def forward(self, tokens, attention_mask=None, return_prefix: bool = False):   # tokens: (B, N, D)
         B = tokens.shape[0]
+        _check_mask(attention_mask, "ViT/CLIP", padding=False, shape=tokens.shape[:2])
         prefix = [t.expand(B, -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]  # (B, 1, D) each
         x = tokens
         # x_0 = [x_cls; x_reg; E·patches] + E_pos   (timm's _pos_embed; E_pos, x_cls ∈ θ_f here)
@@ -241,17 +324,26 @@ class _HFEmbedder(nn.Module):
 
 
 class _HFEncoder(nn.Module):
-    """θ_f of a BERT-family model: (optional ELECTRA embeddings_project) + the transformer layers."""
+    """θ_f of a BERT-family model: (optional ELECTRA embeddings_project) + the transformer layers.
 
-    def __init__(self, encoder: nn.Module, project: nn.Module | None = None):
+    attention_mask (B, T), 1 = real, 0 = pad, becomes the model's own mask as its forward builds it
+    (transformers' create_bidirectional_mask with the config's eager attention: (B, 1, T, T) additive, dtype min at
+    pads; None when the mask is all ones), so no token attends to a pad. `config` is a plain attribute (no tensors).
+    """
+
+    def __init__(self, encoder: nn.Module, config, project: nn.Module | None = None):
         super().__init__()
-        self.encoder, self.project = encoder, project
+        self.encoder, self.project, self.config = encoder, project, config
 
-    def forward(self, tokens, return_prefix: bool = False):   # tokens: (B, T, D); no prefix tokens in 1D
+    def forward(self, tokens, attention_mask=None, return_prefix: bool = False):   # tokens: (B, T, D); no prefix
         x = self.project(tokens) if self.project is not None else tokens
-        # all-ones attention mask (our tokens have no padding): transformers' create_bidirectional_mask returns
-        # None for it, so None is passed directly.
-        out = self.encoder(x, attention_mask=None)
+        _check_mask(attention_mask, "BERT-family encoder", padding=True, shape=tokens.shape[:2])
+        if attention_mask is not None:
+            from transformers.masking_utils import create_bidirectional_mask
+            # score_ij + (0 if m_j = 1 else min): softmax weight 0 on pads (BertModel.forward's own mask)
+            attention_mask = create_bidirectional_mask(config=self.config, inputs_embeds=x,
+                                                       attention_mask=attention_mask)
+        out = self.encoder(x, attention_mask=attention_mask)
         return out[0] if isinstance(out, tuple) else out.last_hidden_state   # (B, T, d)
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -264,8 +356,9 @@ class SourceModel(nn.Module):
 
     The three parts share their parameter tensors with the unwrapped library model (`library_model`, not a
     registered submodule, so state_dict has no duplicates); `forward` reproduces the library's own forward.
-    source_head consumes `encoder(tokens, return_prefix=True)` (ViT/CLIP need the cls token; for Swin and
-    BERT-family this equals `encoder(tokens)`).
+    source_head and readout consume `encoder(tokens, attention_mask, return_prefix=True)` (ViT/CLIP need the cls
+    token; for Swin and BERT-family this equals `encoder(tokens, attention_mask)`). `feature_pool` is the
+    parameter-free Readout behind `readout` (predictors.py hands the same module to the classification head).
     """
 
     def __init__(self, *, name: str, modality: str, family: str, library_model: nn.Module,
@@ -273,7 +366,7 @@ class SourceModel(nn.Module):
                  embed_dim: int, feature_dim: int, num_source_classes: int | None,
                  image_size: int | None = None, patch_size: int | None = None, output_stride: int | None = None,
                  max_tokens: int | None = None, position_offset: int | None = None,
-                 hub_id: str | None = None, tiny: bool = False):
+                 hub_id: str | None = None, tiny: bool = False, feature_pool: Readout | None = None):
         super().__init__()
         assert modality in ("2d", "1d"), modality
         self.name, self.modality, self.family, self.hub_id, self.tiny = name, modality, family, hub_id, tiny
@@ -281,6 +374,7 @@ class SourceModel(nn.Module):
         self.embed_dim, self.feature_dim, self.num_source_classes = embed_dim, feature_dim, num_source_classes
         self.image_size, self.patch_size, self.output_stride = image_size, patch_size, output_stride
         self.max_tokens, self.position_offset = max_tokens, position_offset
+        self.feature_pool = feature_pool or Readout("mean", padding=modality == "1d", who=name)
         object.__setattr__(self, "_library_model", library_model)   # shared tensors, deliberately unregistered
 
     @property
@@ -293,20 +387,30 @@ class SourceModel(nn.Module):
         self._library_model.train(mode)
         return self
 
-    def logits_from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """z^s = h^S(f(tokens)): tokens (B, N, D) from any embedder (source or target) -> source logits."""
+    def readout(self, feats: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The body's pooled feature (B, d) of feats = encoder(tokens, attention_mask, return_prefix=True): masked
+        mean over real tokens (Swin, BERT-family), final-norm class token (ViT/CLIP); see the module docstring."""
+        return self.feature_pool(feats, attention_mask)
+
+    def logits_from_tokens(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """z^s = h^S(f(tokens)): tokens (B, N, D) from any embedder (source or target) -> source logits; 1D per
+        token (B, T, V) (pool them with masked_mean(z, attention_mask))."""
         if self.source_head is None:
             raise BackboneError(f"backbone '{self.name}' has no source head (checkpoint without a classifier/MLM "
                                 f"head); only source_features() is available")
-        return self.source_head(self.encoder(tokens, return_prefix=True))
+        return self.source_head(self.encoder(tokens, attention_mask, return_prefix=True))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """g_{θ^S_0}(x) = h^S(f(e^S(x))): source logits (B, K_s), or (B, T, V) MLM logits for 1D."""
-        return self.logits_from_tokens(self.source_embedder(x))
+        return self.logits_from_tokens(self.source_embedder(x), attention_mask)
 
-    def source_features(self, x: torch.Tensor) -> torch.Tensor:
-        """f(e^S(x)): (B, N', d) features of raw source inputs (after the body's final norm)."""
-        return self.encoder(self.source_embedder(x))
+    def source_features(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """f(e^S(x)): (B, N', d) features of raw source inputs (after the body's final norm; no prefix)."""
+        return self.encoder(self.source_embedder(x), attention_mask)
+
+    def pooled_features(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """readout(f(e^S(x))): (B, d), the pooled source feature (probe, MoNA's outer loss, ORCA's 1D features)."""
+        return self.readout(self.encoder(self.source_embedder(x), attention_mask, return_prefix=True), attention_mask)
 
     def source_position_table(self) -> torch.Tensor | None:
         """1D: (max_tokens, D) copy of the source position embeddings, row 0 = first real token position
@@ -336,12 +440,17 @@ def _wrap_timm(lib: nn.Module, name: str, hub_id: str | None, tiny: bool) -> Sou
     if isinstance(lib, SwinTransformer):
         return SourceModel(family="swin", source_embedder=_SwinEmbedder(pe, image_size),
                            encoder=_SwinEncoder(lib.layers, lib.norm, pe.grid_size),
-                           source_head=_SwinHead(lib.head, out_grid) if head_out else None, **common)
+                           source_head=_SwinHead(lib.head, out_grid) if head_out else None,
+                           feature_pool=Readout("mean", who="Swin"), **common)
     if isinstance(lib, VisionTransformer):
         if getattr(lib, "dynamic_img_size", False) or not getattr(pe, "flatten", True):
             raise BackboneError(f"timm ViT for '{name}' must be built without dynamic_img_size")
+        # the checkpoint's own readout: timm's global_pool ("token" for the in21k ViT-B and CLIP tags)
+        P, N = lib.num_prefix_tokens, pe.num_patches
+        pool = Readout("token" if lib.global_pool == "token" and P > 0 else "mean", num_prefix_tokens=P,
+                       num_tokens=P + N, who="ViT/CLIP")
         return SourceModel(family="vit", source_embedder=_ViTEmbedder(pe, image_size), encoder=_ViTEncoder(lib),
-                           source_head=_ViTHead(lib) if head_out else None, **common)
+                           source_head=_ViTHead(lib) if head_out else None, feature_pool=pool, **common)
     raise BackboneError(f"unsupported timm architecture {type(lib).__name__} for '{name}'; supported: "
                         f"SwinTransformer, VisionTransformer")
 
@@ -364,157 +473,28 @@ def _wrap_hf(lib: nn.Module, name: str, hub_id: str | None, tiny: bool) -> Sourc
     embed_dim = emb.word_embeddings.embedding_dim if hasattr(emb, "word_embeddings") else cfg.hidden_size
     project = getattr(base, "embeddings_project", None)      # ELECTRA: embedding_size -> hidden_size, part of θ_f
     return SourceModel(name=name, modality="1d", family="hf", library_model=lib,
-                       source_embedder=_HFEmbedder(emb), encoder=_HFEncoder(body, project),
+                       source_embedder=_HFEmbedder(emb), encoder=_HFEncoder(body, cfg, project),
                        source_head=head, embed_dim=embed_dim, feature_dim=cfg.hidden_size,
                        num_source_classes=cfg.vocab_size if head is not None else None,
                        max_tokens=cfg.max_position_embeddings - offset, position_offset=offset,
-                       hub_id=hub_id, tiny=tiny)
+                       hub_id=hub_id, tiny=tiny, feature_pool=Readout("mean", padding=True, who=name))
+
 
 # ---------------------------------------------------------------------------------------------------------------
-# Loading: hub (online or cache), local files, saved folders
+# Building (tensors from backbone_loading.py) and saving
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _hub_offline(timeout: float = 3.0) -> bool:
-    """True when HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set (read now, not at import) or one TCP connect to the
-    hub endpoint fails: huggingface_hub would otherwise retry 5 times with back-off (~25 s per file)."""
-    if any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-           for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return True
-    from urllib.parse import urlparse
-    from huggingface_hub import constants
-    if constants.HF_HUB_OFFLINE:
-        return True
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return False                        # behind a proxy a direct probe says nothing; let the hub client try
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
-        return False
-    except OSError:
-        return True
-
-
-def _one_line(e: BaseException, limit: int = 160) -> str:
-    s = " ".join(str(e).split()) or type(e).__name__
-    return s if len(s) <= limit else s[:limit - 3] + "..."
-
-
-def _hub_error(spec: BackboneSpec, reason: str) -> BackboneError:
-    return BackboneError(
-        f"cannot load pretrained weights for '{spec.name}' (Hugging Face Hub repo '{spec.hub_repo}', "
-        f"{spec.library} id '{spec.hub_id}'): {reason}; download them where a network exists and pass the file "
-        f"or folder as train.py --weights PATH (weights='/path/to/model.safetensors'), or use --tiny "
-        f"(tiny=True) / pretrained=False for random weights")
-
-
-def _weights_file(folder: Path) -> Path | None:
-    for f in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin", "pytorch_model.pth"):
-        if (folder / f).is_file():
-            return folder / f
-    return None
-
-
-def _timm_from_folder(folder: Path, kw: dict) -> nn.Module:
-    """timm's own 'local-dir:' loader: config.json (architecture + model_args) and model.safetensors."""
-    import timm
-    try:
-        return timm.create_model(f"local-dir:{folder}", pretrained=True, **kw)
-    except Exception as e:  # noqa: BLE001
-        raise BackboneError(f"cannot load timm folder '{folder}': {_one_line(e)}") from None
-
-
-def _build_timm(spec: BackboneSpec, tiny: bool, pretrained: bool, weights: str | None, kw: dict) -> nn.Module:
-    import timm
-    kwargs = {**spec.config, **(spec.tiny if tiny else {}), **kw}
-    if weights is not None:
-        w = Path(weights)
-        if w.is_dir() and (w / "config.json").is_file():   # a timm hub-style folder (config.json + weights)
-            return _timm_from_folder(w, kw)
-        file = _weights_file(w) if w.is_dir() else w
-        if file is None or not file.is_file():
-            raise BackboneError(f"weights '{weights}' for '{spec.name}' not found: pass a .safetensors/.pth/.npz "
-                                f"file or a folder with model.safetensors (and optionally timm's config.json)")
-    elif pretrained and not tiny:
-        from huggingface_hub import hf_hub_download
-        offline = _hub_offline()
-        try:
-            file = Path(hf_hub_download(spec.hub_repo, "model.safetensors", local_files_only=offline))
-        except Exception as e:  # noqa: BLE001 (hub client raises many types; reduced to one line)
-            raise _hub_error(spec, "hub unreachable (offline) and not in the local cache" if offline
-                             else _one_line(e)) from None
-    else:
-        return timm.create_model(spec.hub_id, pretrained=False, **kwargs)   # random init (tiny or pretrained=False)
-    # num_classes in the overlay: timm drops the classifier when it differs from the tag's class count
-    num_classes = kwargs.get("num_classes") or timm.models.get_pretrained_cfg(spec.hub_id).num_classes
-    overlay = dict(file=str(file), custom_load=file.suffix == ".npz", num_classes=num_classes)
-    try:
-        return timm.create_model(spec.hub_id, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
-    except Exception as e:  # noqa: BLE001
-        raise BackboneError(f"weights '{file}' do not fit '{spec.hub_id}': {_one_line(e)}") from None
-
-
-def _hf_kwargs(dropout: float | None) -> dict:
-    kw = dict(attn_implementation="eager")
-    if dropout is not None:
-        kw.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    return kw
-
-
-def _build_hf(spec: BackboneSpec, tiny: bool, pretrained: bool, weights: str | None, dropout) -> nn.Module:
-    import transformers
-    cls = transformers.RobertaForMaskedLM
-    if weights is not None and Path(weights).is_dir():
-        if (Path(weights) / "config.json").is_file():          # a save_pretrained / hub snapshot folder
-            return _load_hf_folder(Path(weights), dropout)
-        weights = _weights_file(Path(weights)) or weights       # a folder holding only the weights file
-    if weights is None and pretrained and not tiny:
-        offline = _hub_offline()
-        try:
-            return cls.from_pretrained(spec.hub_id, local_files_only=offline, **_hf_kwargs(dropout))
-        except Exception as e:  # noqa: BLE001
-            raise _hub_error(spec, "hub unreachable (offline) and not in the local cache" if offline
-                             else _one_line(e)) from None
-    lib = cls(transformers.RobertaConfig(**(spec.tiny if tiny else spec.config), **_hf_kwargs(dropout)))
-    if weights is not None:                       # a single state-dict file in RobertaForMaskedLM's key names
-        w = Path(weights)
-        if not w.is_file():
-            raise BackboneError(f"weights '{w}' for '{spec.name}' not found: pass a save_pretrained folder "
-                                f"or a model.safetensors / pytorch_model.bin file")
-        if w.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            sd = load_file(str(w))
-        else:
-            sd = torch.load(w, map_location="cpu", weights_only=True)
-        missing, _ = lib.load_state_dict(sd, strict=False)
-        tied = {"lm_head.decoder.weight", "lm_head.decoder.bias"}
-        if set(missing) - tied:
-            raise BackboneError(f"weights '{w}' miss {len(set(missing) - tied)} RobertaForMaskedLM tensors, e.g. "
-                                f"'{sorted(set(missing) - tied)[0]}'; pass a save_pretrained folder instead")
-        lib.tie_weights()
-    return lib
-
-
-def _load_hf_folder(folder: Path, dropout) -> nn.Module:
-    """Any BERT-family folder: AutoModelForMaskedLM if the checkpoint is an MLM one, else AutoModel (no head)."""
-    import transformers
-    try:
-        cfg = transformers.AutoConfig.from_pretrained(folder)
-        mlm = any(a.endswith("ForMaskedLM") for a in (cfg.architectures or []))
-        auto = transformers.AutoModelForMaskedLM if mlm else transformers.AutoModel
-        return auto.from_pretrained(folder, **_hf_kwargs(dropout))
-    except Exception as e:  # noqa: BLE001
-        raise BackboneError(f"cannot load Hugging Face folder '{folder}': {_one_line(e)}") from None
 
 
 def build_backbone(name_or_path: str, *, tiny: bool = False, pretrained: bool = True, weights: str | None = None,
                    drop_path_rate: float | None = None, dropout: float | None = 0.0) -> SourceModel:
-    """Build θ^S_0 as a SourceModel.
+    """Build θ^S_0 as a SourceModel (the tensors come from backbone_loading.load_library_model).
 
     name_or_path: a key of BACKBONES, or a local folder (a save_backbone folder, a timm hub-style folder with
         config.json + model.safetensors, or any Hugging Face BERT-family folder from save_pretrained).
-    tiny: small random-init variant of the same classes (no published weights; `pretrained` is then ignored).
-    pretrained: load the hub weights (needs a network or the local Hugging Face cache); False = random init.
+    tiny: small random-init variant of the same classes (no published weights: without `weights` it is random).
+    pretrained: True loads the weights (hub, `weights`, or the folder); False = a randomly initialised body of the
+        same architecture (Table 2, Train-from-scratch) for every source, folders and `weights` included: the
+        architecture is read from the folder's / weights folder's config (else the BACKBONES spec), never its tensors.
     weights: a local weights file or folder for a BACKBONES name (overrides the hub).
     drop_path_rate: timm stochastic depth (None = timm default, Swin-B 0.1 as in ORCA); BERT-family has none.
     dropout: hidden and attention dropout of the body (HF hidden_dropout_prob / attention_probs_dropout_prob; timm
@@ -522,41 +502,11 @@ def build_backbone(name_or_path: str, *, tiny: bool = False, pretrained: bool = 
         None keeps the library / checkpoint default (roberta-base: 0.1).
     Raises BackboneError (one line) for unknown names, missing files and unreachable weights.
     """
-    # timm's `drop_rate` is only the classifier-head dropout; HF's hidden dropout is timm's proj_drop_rate
-    timm_kw = {k: v for k, v in dict(drop_path_rate=drop_path_rate, proj_drop_rate=dropout,
-                                     attn_drop_rate=dropout).items() if v is not None}
-    if name_or_path in BACKBONES:
-        spec = BACKBONES[name_or_path]
-        if spec.library == "timm":
-            lib = _build_timm(spec, tiny, pretrained, weights, timm_kw)
-            return _wrap_timm(lib, spec.name, spec.hub_id, tiny)
-        if drop_path_rate:
-            raise BackboneError(f"'{spec.name}' has no stochastic depth: pass drop_path_rate=None or 0")
-        return _wrap_hf(_build_hf(spec, tiny, pretrained, weights, dropout), spec.name, spec.hub_id, tiny)
-    path = Path(name_or_path)
-    if not path.exists():
-        raise BackboneError(f"unknown backbone '{name_or_path}': expected one of {sorted(BACKBONES)} or an existing "
-                            f"local folder with config.json (from save_backbone / save_pretrained)")
-    if weights is not None:
-        raise BackboneError(f"weights= is only for BACKBONES names ({sorted(BACKBONES)}); '{name_or_path}' is a "
-                            f"path, pass the weights folder itself as name_or_path")
-    if not (path.is_dir() and (path / "config.json").is_file()):
-        raise BackboneError(f"'{path}' is not a folder with config.json: pass a folder from save_backbone or "
-                            f"save_pretrained, or a BACKBONES name with weights='{path}'")
-    try:
-        meta = json.loads((path / _META_FILE).read_text()) if (path / _META_FILE).is_file() else {}
-        cfg = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        raise BackboneError(f"cannot read the json files in '{path}': {_one_line(e)}") from None
-    name, is_tiny, hub_id = meta.get("name", str(path)), bool(meta.get("tiny", False)), meta.get("hub_id")
-    if "architecture" in cfg:                                     # timm folder (save_for_hf format)
-        return _wrap_timm(_timm_from_folder(path, timm_kw), name, hub_id, is_tiny)
-    if "model_type" in cfg:                                       # transformers folder
-        if drop_path_rate:
-            raise BackboneError(f"'{path}' is a BERT-family encoder without stochastic depth: drop_path_rate=None")
-        return _wrap_hf(_load_hf_folder(path, dropout), name, hub_id, is_tiny)
-    raise BackboneError(f"'{path / 'config.json'}' has neither 'architecture' (timm) nor 'model_type' "
-                        f"(transformers): not a backbone folder")
+    from backbone_loading import load_library_model
+    lib, library, name, hub_id, is_tiny = load_library_model(
+        name_or_path, tiny=tiny, pretrained=pretrained, weights=weights, drop_path_rate=drop_path_rate,
+        dropout=dropout)
+    return (_wrap_timm if library == "timm" else _wrap_hf)(lib, name, hub_id, is_tiny)
 
 
 def save_backbone(source: SourceModel, folder: str | os.PathLike) -> Path:

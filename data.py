@@ -67,21 +67,34 @@ PDEBench files: DaRUS (doi:10.18419/darus-2986), `https://darus.uni-stuttgart.de
     conll2003/eng.train (or train.txt), eng.testb (or test.txt; split="test", probe.py only)
                                             source conll2003 CoNLL-2003 (clips.uantwerpen.be/conll2003/ner; HF Hub `eriktks/conll2003`); no direct URL
 
-Splits. The earlier public code (ORCA, `src/task_configs.py: get_data`) trained on train+val and selected its
-"best" checkpoint on the TEST set (every config sets `valid_split: False` -> val_loader = test_loader). Here every
-task has a validation split for model selection and the test split is only for the final number:
-- published validation split where the benchmark has one: CIFAR-100 and Spherical (last 10,000 of the 50,000
-  training images, NB360's 40,000 / 10,000 cut), NinaPro (`*_val.npy`), FSD50K (`val.csv`), Darcy
-  (smooth1[900:1000], NB360), PSICOV (first 100 of deepcov.lst, NB360), ECG (NB360 80/10/10 record split),
-  Satellite (last len(test) rows of the train file, NB360), DeepSEA (`x_val`);
-- otherwise `val_fraction` of the training part, drawn with the fixed `SPLIT_SEED` (splits.py; the same every run):
-  Cosmic (NB360's 483 = 10%), all PDE tasks (train part = after PDEBench's test 10%), custom.
+Protocols (`load_task(protocol=...)`; train.py --protocol, default "paper")
+"paper": as the paper ran it (App. A.1 follows ORCA, whose configs all set `valid_split: False`): train on what
+ORCA trained on, built natively so training augmentation reaches every sample; no validation split (`val` None:
+ORCA's "validation" was the test set). "strict": a validation split for model selection, the benchmark's
+published one where it has one, else `val_fraction` of the training part drawn with the fixed `SPLIT_SEED`.
+| task                | paper: training set (ORCA)          | strict: train / val                | test_orca (both protocols)     |
+|---------------------|-------------------------------------|------------------------------------|--------------------------------|
+| cifar100, spherical | all 50,000 training images          | first 40,000 / last 10,000 (NB360) | None                           |
+| ninapro             | train + val files (3,297)           | train / val files                  | None                           |
+| fsd50k              | tr.csv (ORCA leaves val.csv unused) | tr.csv / val.csv                   | None                           |
+| darcyflow           | smooth1[:1000]                      | smooth1[:900] / [900:1000] (NB360) | None                           |
+| psicov              | all of deepcov.lst                  | deepcov.lst[100:] / [:100] (NB360) | None                           |
+| cosmic              | all train dirs                      | 90 % / 10 % carve (NB360's 483)    | test + sky·U(−0.9, 3), fixed seed |
+| ecg                 | 90 % of the records (ORCA's 90/10)  | 80 % / 10 % (NB360's 80/10/10)     | windows at the label stride    |
+| satellite           | the whole train file                | all but / its last len(test) rows  | None                           |
+| deepsea             | x_train + x_val                     | x_train / x_val                    | None                           |
+| PDEBench (8 tasks)  | the whole non-test 90 %             | 90 % / 10 % carve of it            | ORCA's frame where it differs (*) |
+| custom              | train (+ val files)                 | val files, else a carve            | None                           |
+(*) target index 99 for Diffusion-Reaction 1D (train 29), Diffusion-Sorption, Shallow-Water, Diffusion-Reaction 2D
+(train 100). Test files are the same in both protocols; ECG's test records differ (ORCA's 10 % vs NB360's).
 `max_train_samples` then subsamples the training split with `seed`. Normalisers are fitted on the training split.
 
 What the training loop must do with a few tasks (all data, no task names):
 - `spec.group_reduce` set (FSD50K "mean", ECG "vote"): pool outputs with
   `metrics.aggregate_groups(pred, target, dataset.groups, spec.group_reduce)` before `metrics.METRICS[spec.metric]`
   (clip = mean of its chunks' logits; record = majority vote of its windows);
+- ORCA's number (paper variant): `spec.paper_metric or spec.metric` with `paper_metric_kwargs`, after
+  `spec.paper_group_reduce` pooling, per chunk of `spec.eval_chunk` (metrics.chunk_average), on `test_orca or test`;
 - `TaskData.output_decoder` not None (Darcy, NB360): prediction = output_decoder(model output), as ORCA decodes
   its normalised output before the loss and the metric; targets are already in physical units;
 - Cosmic targets hold IGNORE_VALUE (−1) on ignored pixels; `loss_kwargs` passes ignore_value to losses.bce.
@@ -89,10 +102,10 @@ What the training loop must do with a few tasks (all data, no task names):
 Safety: pickles are only ever read from paths under the `data_dir` the user passed (fileio.py).
 
 Custom data (`load_task("custom", data_dir)`): `train_x.npy, train_y.npy, test_x.npy, test_y.npy` (optional
-`val_x.npy, val_y.npy`, else `val_fraction` of train). x (N, C, L) -> 1D, (N, C, H, W) -> 2D. y integer (N,)
--> classification (cross-entropy / 0-1 error); integer/bool 0-1 (N, K) -> multi-label (BCE / 1-AUROC); float (N,)
-or (N, K) -> point regression (MSE / MSE); y with x's spatial shape, (N, *S) or (N, C_out, *S) -> dense
-(float: MSE / nRMSE; 0-1 integer: BCE / 1-AUROC). Defaults `CUSTOM_DEFAULTS`: AdamW, lr 1e-4, wd 1e-5, batch 32,
+`val_x.npy, val_y.npy`, else `val_fraction` of train; "paper" trains on train + val). x (N, C, L) -> 1D,
+(N, C, H, W) -> 2D. y integer (N,) -> classification (cross-entropy / 0-1 error); integer/bool 0-1 (N, K) ->
+multi-label (BCE / 1-AUROC); float (N,) or (N, K) -> point regression (MSE / MSE); y with x's spatial shape,
+(N, *S) or (N, C_out, *S) -> dense (float: MSE / nRMSE; 0-1 integer: BCE / 1-AUROC). Defaults `CUSTOM_DEFAULTS`: AdamW, lr 1e-4, wd 1e-5, batch 32,
 20 epochs, accum 1, clip 1, 1 warm-up epoch then linear decay to 0; 1D target_seq_len 512 (ORCA's default).
 """
 from __future__ import annotations
@@ -112,7 +125,7 @@ from nb360 import (_read_cifar100, _read_cosmic, _read_darcyflow, _read_deepsea,
 from pdebench import _read_pdebench
 from sources import CONLL_SEQ_LEN, SOURCE_SPLITS, _cifar10, _conll, _synthetic_source
 from sources import ClassBalancedBatchSampler  # noqa: F401  (data.ClassBalancedBatchSampler, as train.py uses it)
-from splits import ArrayDataset, IndexedDataset, _carve
+from splits import PROTOCOLS, ArrayDataset, ConcatRows, IndexedDataset, _carve, _check_protocol, _need  # noqa: F401
 
 # --------------------------------------------------------------------------------------------------
 # Constants
@@ -143,6 +156,13 @@ class TaskSpec:
     target_seq_len: int | None = None   # 1D: ORCA's tsl; tokens = L / stack_num (ORCA Embeddings1D)
     group_reduce: str | None = None     # eval: metrics.aggregate_groups(how=...) over dataset.groups before the
                                         # metric: "mean" logits per clip (FSD50K), "vote" per record (ECG)
+    # ORCA's evaluation (src/task_configs.py: get_metric, src/main.py: evaluate, src/configs/<task>.yaml)
+    paper_metric: str | None = None     # key of metrics.METRICS with ORCA's definition; None = the same as `metric`
+    paper_metric_kwargs: dict = field(default_factory=dict)
+    paper_group_reduce: str | None = None   # ORCA's pooling of dataset.groups before its metric; None = per item
+    eval_chunk: int = 1000              # eval_batch_size: metric per chunk of >= eval_chunk outputs, averaged; 0 = whole set
+    orca_maxsamples: int = 128          # ORCA stage 1: samples per class per OTDD term (`maxsamples`)
+    orca_test: str | None = None        # ORCA's test-time treatment where it differs from ours (TaskData.test_orca)
     # stage 2 (Tables 9 / 11; what they omit from ORCA's src/configs/<task>.yaml); clip 0 = no clipping
     batch_size: int = 32
     epochs: int = 60
@@ -175,10 +195,11 @@ class TaskSpec:
 class TaskData:
     spec: TaskSpec
     train: Dataset
-    val: Dataset
+    val: Dataset | None                             # None under protocol "paper"
     test: Dataset
     output_decoder: torch.nn.Module | None = None   # Darcy (NB360): pred = z·(σ+eps) + μ (ORCA's y_normalizer)
-    info: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)        # sizes (n_train, n_val, n_test), protocol, val_from, ...
+    test_orca: Dataset | None = None                # the test set with ORCA's test-time treatment (spec.orca_test)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,13 +217,19 @@ def _nb360(name, dim, ishape, output, k, oshape, loss, metric, hp, reader, files
                     origin=origin, description=desc, **hp, **kw)
 
 
-def _pde(name, dim, ishape, loss, hp, file, darus_id, md5, layout, desc, tsl=None, **rk):
+def _pde(name, dim, ishape, loss, hp, file, darus_id, md5, layout, desc, tsl=None, eval_chunk=1000, orca_test=None,
+         **rk):
+    # metric: ORCA's nmse is the per-sample nRMSE over all grid points (C = 1 here), as ours: paper_metric None
     return TaskSpec(name=name, benchmark="pdebench", dim=dim, input_shape=ishape, output="dense", num_classes=1,
                     output_shape=ishape, multilabel=False, loss=loss, metric="nrmse", target_seq_len=tsl,
                     source="cifar10" if dim == "2d" else "conll2003", reader="pdebench",
                     reader_kwargs=dict(file=file, layout=layout, **rk), files=(file,),
-                    downloads=(Download(file, DARUS + str(darus_id), md5),),
-                    origin=f"PDEBench on DaRUS: {DARUS}{darus_id} (MD5 {md5})", description=desc, **hp)
+                    downloads=(Download(file, DARUS + str(darus_id), md5),), eval_chunk=eval_chunk,
+                    orca_test=orca_test, origin=f"PDEBench on DaRUS: {DARUS}{darus_id} (MD5 {md5})",
+                    description=desc, **hp)
+
+
+_ORCA_FRAME = "the test target at ORCA's frame (load_pde's test set falls back to t_train 100)"
 
 
 def _drive(*old):
@@ -232,7 +259,8 @@ _TASK_LIST = [
            _hp(32, 100, 1, "adam", 1e-4, 5e-5, 0.0, 0.0, 5, 100), "fsd50k",
            ("fsd50k/chunks/tr.csv", "fsd50k/chunks/val.csv", "fsd50k/chunks/eval.csv", "fsd50k/chunks/lbl_map.json"),
            _drive("audio/audio.zip"), "FSD50K sound events, 1-s chunks -> log-mel (96 x 102), 200 labels",
-           multilabel=True, loss_kwargs={"pos_weight": 10.0}, group_reduce="mean"),
+           multilabel=True, loss_kwargs={"pos_weight": 10.0}, group_reduce="mean",
+           paper_metric="one_minus_map_orca", paper_group_reduce="mean", eval_chunk=0),   # ORCA: clips, whole set
     _nb360("darcyflow", "2d", (3, 85, 85), "dense", 1, (1, 85, 85), "rel_l2", "rel_l2",
            _hp(4, 100, 1, "adamw", 1e-3, 5e-3, 0.0, 0.0, 5, 100), "darcyflow",
            ("piececonst_r421_N1024_smooth1.mat", "piececonst_r421_N1024_smooth2.mat"),
@@ -242,18 +270,23 @@ _TASK_LIST = [
     _nb360("psicov", "2d", (57, 512, 512), "dense", 1, (1, 512, 512), "mse", "mae8",
            _hp(1, 10, 32, "adam", 5e-6, 1e-5, 0.0, 0.0, 5, 100), "psicov",
            ("protein/deepcov.lst", "protein/psicov.lst"), _drive("protein.zip"),
-           "PSICOV protein distance maps: 57 pair features -> Cβ distances (train clipped at 16 Å)"),
+           "PSICOV protein distance maps: 57 pair features -> Cβ distances (train clipped at 16 Å)",
+           # ORCA's psicov_mae scores each protein (eval_batch_size 1) with the FIRST protein's length
+           paper_metric="mae8_orca", eval_chunk=1, orca_maxsamples=64),
     _nb360("cosmic", "2d", (1, 128, 128), "dense", 1, (1, 128, 128), "bce", "one_minus_auroc_binarized",
            _hp(4, 60, 1, "adamw", 1e-3, 0.0, 0.0, 0.0, 5, 60), "cosmic",
            ("cosmic/train_dirs.npy", "cosmic/test_dirs.npy"),
            _drive("cosmic/deepCR.ACS-WFC.train.tar", "cosmic/deepCR.ACS-WFC.test.tar")
            + "; preprocess with ORCA src/datasets/preprocess_cosmic.py",
            "Cosmic-ray masks in Hubble images, crop [64:192, 64:192]; ignored pixels = -1 in y",
-           loss_kwargs={"ignore_value": IGNORE_VALUE}),
+           # metric = ORCA's inv_auroc exactly (logit > 0 after mask(); ignored pixels -> prediction 0, target 0 =
+           # true negatives): paper_metric None. ORCA differs only in its test images (test_orca: sky term)
+           loss_kwargs={"ignore_value": IGNORE_VALUE}, orca_test="sky·U(−0.9, 3) on the test images (fixed seed)"),
     _nb360("ecg", "1d", (1, 1000), "point", 4, (4,), "cross_entropy", "one_minus_f1",
            _hp(4, 15, 16, "sgd", 1e-6, 0.1, 0.99, 0.0, 5, 200), "ecg", ("challenge2017.pkl",),
            _drive("ECG/challenge2017.pkl"), "PhysioNet 2017 AF: z-scored records cut into 1000-sample windows",
-           target_seq_len=64, group_reduce="vote"),
+           target_seq_len=64, group_reduce="vote",       # ORCA: ecg_f1 (the same F1) on windows, not records
+           paper_group_reduce=None, orca_test="test windows at the label-dependent stride, no record groups"),
     _nb360("satellite", "1d", (1, 46), "point", 24, (24,), "cross_entropy", "error",
            _hp(16, 60, 4, "adamw", 3e-5, 3e-6, 0.0, 0.0, 5, 60), "satellite",
            ("satellite_train.npy", "satellite_test.npy"), _drive("satellite/satellite_train.npy",
@@ -262,7 +295,8 @@ _TASK_LIST = [
     _nb360("deepsea", "1d", (4, 1000), "point", 36, (36,), "bce", "one_minus_auroc",
            _hp(16, 13, 1, "adam", 1e-5, 0.0, 0.0, 1.0, 10, 25), "deepsea", ("deepsea_filtered.npz",),
            _drive("deepsea/deepsea_filtered.npz"), "DeepSEA chromatin profiles from one-hot DNA (4, 1000)",
-           multilabel=True, loss_kwargs={"pos_weight": 4.0}, target_seq_len=512),
+           multilabel=True, loss_kwargs={"pos_weight": 4.0}, target_seq_len=512, orca_maxsamples=64,
+           paper_metric="one_minus_auroc_orca"),            # ORCA's auroc ranks float32 σ(logit), ties above ~16.6
     # PDEBench: input = state at t = 0, target = state at ORCA's index (min(t_train, ceil(T/rt)) - 1)·rt
     _pde("advection", "1d", (1, 256), "nrmse", _hp(4, 200, 1, "adam", 1e-4, 1e-5, 0.0, 1.0, 5, 200),
          "1D_Advection_Sols_beta0.4.hdf5", 255674, "d595bbfd2c659df995a93cd40d6ea568", "tensor",
@@ -277,26 +311,27 @@ _TASK_LIST = [
          _hp(4, 200, 1, "sgd", 1e-3, 1e-5, 0.99, 1.0, 5, 200), "ReacDiff_Nu0.5_Rho1.0.hdf5", 133177,
          "69a429239778d529cd419ed5888ea835", "tensor",
          "1D diffusion-reaction ν=0.5 ρ=1: u(0) -> u(t=0.29) for train AND test (ORCA tested at 0.99)",
-         tsl=256, rx=1, rt=1, t_train=30),
+         tsl=256, rx=1, rt=1, t_train=30, orca_test=_ORCA_FRAME),
     _pde("diffusion-sorption", "1d", (1, 1024), "nrmse", _hp(4, 200, 1, "adamw", 1e-4, 0.0, 0.0, 1.0, 5, 200),
          "1D_diff-sorp_NA_NA.h5", 133020, "9d466d1213065619d087319e16d9a938", "groups",
          "1D diffusion-sorption: u(0) -> u(index 100) for train and test", tsl=32, rx=1, rt=1, t_train=101,
-         cin=0, cout=0),
+         cin=0, cout=0, orca_test=_ORCA_FRAME),
     _pde("navier-stokes-1d", "1d", (1, 3072), "rmse", _hp(4, 200, 1, "adamw", 1e-4, 1e-3, 0.0, 1.0, 5, 200),
          "1D_CFD_Rand_Eta0.1_Zeta0.1_periodic_Train.hdf5", 164668, "45655bd77d006ab539c52b7fbcf099b9", "cfd",
          "1D compressible NS (η=ζ=0.1): [ρ,p,v](0) -> (t=1), channel-major 3072, point-wise normalised",
          tsl=128, rx=1, rt=5, t_train=100),
     _pde("darcy-pde", "2d", (1, 64, 64), "nrmse", _hp(4, 100, 1, "adamw", 1e-4, 1e-5, 0.0, 0.0, 5, 200),
          "2D_DarcyFlow_beta0.1_Train.hdf5", 133218, "294f9a03a4aa16b0e386469ca8b471be", "darcy",
-         "2D Darcy β=0.1 (PDEBench): a -> u, 128 -> 64 (::2)", rx=2),
+         "2D Darcy β=0.1 (PDEBench): a -> u, 128 -> 64 (::2)", rx=2, eval_chunk=100),     # PDEDC.yaml
     _pde("shallow-water", "2d", (1, 128, 128), "nrmse", _hp(4, 200, 1, "adamw", 1e-4, 0.0, 0.0, 1.0, 10, 200),
          "2D_rdb_NA_NA.h5", 133021, "75d838c47aa410694bdc912ea7f22282", "groups",
-         "2D shallow water radial dam break: h(0) -> h(index 100)", rx=1, rt=1, t_train=101, cin=0, cout=0),
+         "2D shallow water radial dam break: h(0) -> h(index 100)", rx=1, rt=1, t_train=101, cin=0, cout=0,
+         orca_test=_ORCA_FRAME),
     _pde("diffusion-reaction-2d", "2d", (1, 128, 128), "nrmse",
          _hp(4, 200, 1, "adam", 1e-4, 1e-3, 0.0, 1.0, 5, 200), "2D_diff-react_NA_NA.h5", 133017,
          "b8d0b86064193195ddc30c33be5dc949", "groups",
          "2D diffusion-reaction: u(0) -> v(index 100) (ORCA's task definition)",
-         rx=1, rt=1, t_train=101, cin=0, cout=1),
+         rx=1, rt=1, t_train=101, cin=0, cout=1, orca_test=_ORCA_FRAME),
 ]
 TASKS: dict[str, TaskSpec] = {t.name: t for t in _TASK_LIST}
 ALIASES = {"fsd": "fsd50k", "darcy": "darcyflow", "pdeadv": "advection", "pdebg": "burgers",   # ORCA config names
@@ -377,6 +412,9 @@ class SyntheticDataset(IndexedDataset):
             y = np.broadcast_to((m > 0.5).astype(np.float32), s.output_shape)
         else:
             y = np.stack([np.tanh(m) * (c + 1) + 1.0 for c in range(s.output_shape[0])])
+        if s.metric == "mae8":   # PSICOV: a protein of length L, label padding around it (train 16 Å, test 100 Å)
+            L, pad = int(rng.integers(64, 400)), (100.0 if self.split else 16.0)
+            y[:, :5], y[:, :, :5], y[:, L + 5:], y[:, :, L + 5:] = pad, pad, pad, pad
         return torch.from_numpy(x), torch.from_numpy(np.array(y, dtype=np.float32))
 
 
@@ -443,20 +481,25 @@ def _custom_arrays(data_dir):
     spec = TaskSpec(name="custom", benchmark="custom", dim=dim, input_shape=(C, *S), output=output, num_classes=k,
                     output_shape=oshape, multilabel=ml, loss=loss, metric=metric,
                     target_seq_len=512 if dim == "1d" else None, source="cifar10" if dim == "2d" else "conll2003",
-                    reader="custom", origin=hint, description=f"user data from {data_dir}", **CUSTOM_DEFAULTS)
+                    reader="custom", origin=hint, description=f"user data from {data_dir}", eval_chunk=0,
+                    **CUSTOM_DEFAULTS)                  # no ORCA evaluation to reproduce: whole set, our metric
     return spec, arrs, ykind
 
 
-def _read_custom(data_dir, val_fraction):
+def _read_custom(data_dir, val_fraction, protocol):
     spec, arrs, ykind = _custom_arrays(data_dir)
 
-    def mk(s, idx=None):
-        y = arrs[s, "y"] if ykind == "class" else _ReshapedY(arrs[s, "y"], spec.output_shape)
-        return ArrayDataset(arrs[s, "x"], y, idx, y_kind=ykind)
-    if ("val", "x") in arrs:
+    def mk(*splits, idx=None):                     # several splits: their rows read as one store
+        x, y = (ConcatRows(*(arrs[s, v] for s in splits)) for v in ("x", "y"))
+        y = y if ykind == "class" else _ReshapedY(y, spec.output_shape)
+        return ArrayDataset(x, y, idx, y_kind=ykind)
+    has_val = ("val", "x") in arrs
+    if protocol == "paper":                        # train + val files merged, no validation split
+        return spec, mk("train", "val") if has_val else mk("train"), None, mk("test"), None
+    if has_val:
         return spec, mk("train"), mk("val"), mk("test"), "published"
     t_idx, v_idx = _carve(len(arrs["train", "x"]), val_fraction)
-    return spec, mk("train", t_idx), mk("train", v_idx), mk("test"), "carved"
+    return spec, mk("train", idx=t_idx), mk("train", idx=v_idx), mk("test"), "carved"
 
 
 class _ReshapedY:
@@ -475,15 +518,20 @@ class _ReshapedY:
 # --------------------------------------------------------------------------------------------------
 # load_task
 # --------------------------------------------------------------------------------------------------
-def load_task(name: str, data_dir: str | None = None, *, synthetic: bool = False, max_train_samples: int | None = None,
-              seed: int = 0, download: bool = False, val_fraction: float = 0.1,
+def load_task(name: str, data_dir: str | None = None, *, protocol: str = "strict", synthetic: bool = False,
+              max_train_samples: int | None = None, seed: int = 0, download: bool = False, val_fraction: float = 0.1,
               synthetic_sizes: tuple = (64, 16, 16)) -> TaskData:
     """Train / val / test datasets of a task, yielding (x float32 of spec.input_shape, y) pairs.
 
-    synthetic=True: no files; `synthetic_sizes` samples per split in the task's exact shapes (seeded).
+    protocol: "paper" (what ORCA trained on, val None) or "strict" (a validation split); see "Protocols" above.
+    synthetic=True: no files; `synthetic_sizes` samples per split in the task's exact shapes (seeded); the val
+      size is unused under "paper"; tasks with `spec.orca_test` get a synthetic test_orca of the test size.
     download=True: fetch missing files that have a stable URL (CIFAR-100, PDEBench), MD5-checked.
-    val_fraction: share of the training part held out when the benchmark has no published validation split.
-    max_train_samples: a seeded random subset of the training split (val and test untouched)."""
+    val_fraction: share of the training part held out (strict) when the benchmark has no published validation split.
+    max_train_samples: a seeded random subset of the training split (val and test untouched).
+    TaskData.test_orca: the test set with ORCA's test-time treatment where it differs from ours, else None.
+    An empty split raises a one-line DataError naming the file and the counts."""
+    _check_protocol(protocol)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
     spec = get_task(name) if str(name).strip().lower() != "custom" else None
@@ -491,28 +539,36 @@ def load_task(name: str, data_dir: str | None = None, *, synthetic: bool = False
     if synthetic:
         if spec is None:
             raise DataError("task 'custom' has no synthetic data: it is defined by your files (drop synthetic=True)")
-        train, val, test = (SyntheticDataset(spec, int(n), seed, i) for i, n in enumerate(synthetic_sizes))
-        extras["val_from"] = "synthetic"
+        n_tr, n_va, n_te = (int(n) for n in synthetic_sizes)
+        train, test = SyntheticDataset(spec, n_tr, seed, 0), SyntheticDataset(spec, n_te, seed, 2)
+        val = SyntheticDataset(spec, n_va, seed, 1) if protocol == "strict" else None
+        extras = {"val_from": "synthetic" if val is not None else None,
+                  "test_orca": SyntheticDataset(spec, n_te, seed, 3) if spec.orca_test else None}
+        where = f"synthetic_sizes {tuple(synthetic_sizes)}"
     else:
         if data_dir is None:
             raise DataError(f"task '{name}': pass data_dir (train.py --data-dir) or use synthetic data (--synthetic-data)")
         if spec is None:
-            spec, train, val, test, how = _read_custom(data_dir, val_fraction)
-            extras["val_from"] = how
+            spec, train, val, test, extras["val_from"] = _read_custom(data_dir, val_fraction, protocol)
         else:
             if download:
                 for dl in spec.downloads:
                     if not all(os.path.exists(os.path.join(data_dir, f)) for f in spec.files):
                         _fetch(data_dir, dl)
-            train, val, test, extras = READERS[spec.reader](spec, data_dir, val_fraction, seed, **spec.reader_kwargs)
+            train, val, test, extras = READERS[spec.reader](spec, data_dir, val_fraction, seed, protocol,
+                                                            **spec.reader_kwargs)
+        where = ", ".join(os.path.join(data_dir, f) for f in spec.files) or data_dir
+    test_orca = extras.pop("test_orca", None)
+    splits = {"train": train, "val": val, "test": test, "test_orca": test_orca}   # readers check theirs; the rest:
+    _need(spec.name, where, protocol, {k: None if d is None else len(d) for k, d in splits.items()})
     if max_train_samples is not None and max_train_samples < len(train):
         if max_train_samples < 1:
             raise DataError(f"max_train_samples must be >= 1, got {max_train_samples}")
         rel = np.sort(np.random.default_rng(seed).choice(len(train), int(max_train_samples), replace=False))
         train = train.subset(rel)
     decoder = extras.pop("output_decoder", None)
-    return TaskData(spec, train, val, test, output_decoder=decoder,
-                    info={**extras, "sizes": (len(train), len(val), len(test))})
+    info = {**extras, "protocol": protocol, "sizes": (len(train), 0 if val is None else len(val), len(test))}
+    return TaskData(spec, train, val, test, output_decoder=decoder, info=info, test_orca=test_orca)
 
 
 # --------------------------------------------------------------------------------------------------

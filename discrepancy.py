@@ -469,6 +469,7 @@ def target_source_logits(task=None, backbone=None, *, data_dir=None, synthetic=F
     zs, ys = [], []
     with torch.no_grad():
         for x, y in loader:
+            # target tokens come from the target embedder (patches of a signal), never padded: no attention mask
             z = source.logits_from_tokens(embedder(x.to(device).float()))  # z^s = h^S(f(e(x^t)))  (B, |Y^s|)
             if z.ndim == 3:  # DEVIATION (1D body): per-token MLM logits (B, T, V) -> mean over tokens (B, V)
                 z = z.mean(1)

@@ -7,7 +7,11 @@ clip (multi-label, BCE with pos_weight 10, metric 1 − mAP); Table 9 its stage-
 data.py). The features and augmentation are NAS-Bench-360's audio pipeline as ORCA runs it
 (github.com/sjunhongshen/ORCA, `src/data_loaders.py: load_fsd`, with `AudioParser`, `SpectrogramDataset`,
 `FSD50kEvalDataset`, `BackgroundAddMixer`, `SpecAugment` and `get_transforms_fsd_chunks` in `src/utils.py`).
-Contract: reader(spec, data_dir, val_fraction, seed) -> (train, val, test, extras).
+Contract: reader(spec, data_dir, val_fraction, seed, protocol) -> (train, val, test, extras).
+Protocols: "strict" trains on tr.csv and validates on val.csv (NB360's published split); "paper" trains on tr.csv
+only and has no validation split, as ORCA's `load_fsd` (it builds a val.csv set but returns it unused with
+`valid_split: False`), so val.csv is not read. Test = eval.csv in both; ORCA's test-time treatment is ours
+(`test_orca` None).
 
 | step                                                         | code             | shape                      |
 |--------------------------------------------------------------|------------------|----------------------------|
@@ -37,7 +41,7 @@ import numpy as np
 import torch
 
 from fileio import _bad, _corrupt, _path
-from splits import IndexedDataset
+from splits import IndexedDataset, _need
 
 FSD = dict(sr=22050, n_fft=1920, win=661, hop=220, n_mels=96, frames=102, top_db=80.0, offset=75.0)
 
@@ -157,26 +161,30 @@ def _resolve_chunk(root, p):
     return os.path.join(root, p.lstrip("/"))
 
 
-def _read_fsd50k(spec, data_dir, val_fraction, seed):
-    paths = [_path(spec.name, data_dir, f, spec.origin) for f in spec.files]
+def _read_fsd50k(spec, data_dir, val_fraction, seed, protocol):
+    splits = ("train", "val", "test") if protocol == "strict" else ("train", "test")
+    files = [spec.files[i] for i, s in enumerate(("train", "val", "test")) if s in splits] + [spec.files[3]]
+    paths = [_path(spec.name, data_dir, f, spec.origin) for f in files]
     try:
-        with open(paths[3]) as f:
+        with open(paths[-1]) as f:
             lbl_map = json.load(f)
     except (ValueError, OSError) as e:
-        raise _corrupt(spec.name, paths[3], "JSON", e) from None
+        raise _corrupt(spec.name, paths[-1], "JSON", e) from None
     if not isinstance(lbl_map, dict) or len(lbl_map) != spec.num_classes:
-        raise _bad(spec.name, paths[3], f"a JSON map of {spec.num_classes} label names -> index",
+        raise _bad(spec.name, paths[-1], f"a JSON map of {spec.num_classes} label names -> index",
                    f"{type(lbl_map).__name__} of {len(lbl_map) if hasattr(lbl_map, '__len__') else '?'}")
     root = os.path.join(data_dir, "fsd50k")
     noise_dir = os.path.join(root, "noise_22050")
     noise = sorted(os.path.join(noise_dir, f) for f in os.listdir(noise_dir) if f.endswith(".wav")) \
         if os.path.isdir(noise_dir) else []
     out = []
-    for split, p in zip(("train", "val", "test"), paths[:3]):
+    for split, p in zip(splits, paths[:-1]):
         with open(p, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if not rows or any(k not in rows[0] for k in ("files", "labels", "ext")):
-            raise _bad(spec.name, p, "CSV columns files, labels, ext", f"columns {list(rows[0]) if rows else 'none'}")
+            reader = csv.DictReader(f)
+            rows, columns = list(reader), reader.fieldnames or []
+        if any(k not in columns for k in ("files", "labels", "ext")):
+            raise _bad(spec.name, p, "CSV columns files, labels, ext", f"columns {columns or 'none'}")
+        _need(spec.name, p, protocol, {split: len(rows)})
         y = np.zeros((len(rows), spec.num_classes), np.float32)
         for i, row in enumerate(rows):
             for name in row["labels"].split(","):
@@ -186,4 +194,6 @@ def _read_fsd50k(spec, data_dir, val_fraction, seed):
         files = [_resolve_chunk(root, row["files"]) for row in rows]
         out.append(FSDDataset(spec.name, files, y, np.asarray([row["ext"] for row in rows]), noise,
                               train=split == "train", seed=seed))
+    if protocol == "paper":
+        return out[0], None, out[1], {"val_from": None}
     return (*out, {"val_from": "published"})

@@ -5,24 +5,36 @@ arXiv 2406.18864.
 
 Paper map
 ---------
-| paper                                   | code                                                  |
-|-----------------------------------------|-------------------------------------------------------|
-| Tables 1, 2, 4: reported test errors    | `METRICS` (keyed by data.TaskSpec.metric)             |
-| Table 8 / 10 "Metric" rows              | one function per row, below                           |
-| evaluation of stage 2 (Eq. 1 models)    | called by stage2.evaluate on the whole split          |
+| paper                                | code                                                             |
+|--------------------------------------|------------------------------------------------------------------|
+| Tables 1, 2, 4: reported test errors | `METRICS` (keyed by data.TaskSpec.metric / .paper_metric)        |
+| Table 8 / 10 "Metric" rows           | one function per row, below                                      |
+| evaluation of stage 2 (Eq. 1 models) | the whole split at once (corrected), or `chunk_average` (ORCA's) |
 
-Per task (Tables 8 and 10, as NAS-Bench-360 and PDEBench define them; ORCA reports the same quantities):
-| task                          | METRICS key                  |
-|-------------------------------|------------------------------|
-| CIFAR-100, Spherical, Satellite | "error" (%)                |
-| NinaPro                       | "error" (%)                  |
-| FSD50K                        | "one_minus_map" (clip level) |
-| Darcy Flow (NB360)            | "rel_l2"                     |
-| PSICOV                        | "mae8"                       |
-| Cosmic                        | "one_minus_auroc_binarized"  |
-| ECG                           | "one_minus_f1"               |
-| DeepSEA                       | "one_minus_auroc"            |
-| PDEBench (8 tasks)            | "nrmse"                      |
+Two definitions
+---------------
+The paper's numbers come from ORCA's evaluation (App. A.1: MoNA "basically follows" ORCA's code,
+github.com/sjunhongshen/ORCA): `src/task_configs.py: get_metric` picks a function of `src/utils.py`, and
+`src/main.py: evaluate` applies it to chunks of >= eval_batch_size test samples (whole batches) and
+averages the chunk scores (`chunk_average` below). The corrected definitions are NAS-Bench-360's and
+PDEBench's, over the whole test set at once. Both are computed on the same predictions:
+paper column (tasks): ORCA's code, per chunk -> ORCA's key (chunk) | the corrected key (whole set)
+- 0-1 error (CIFAR-100, Spherical, NinaPro, Satellite): `inverse_score(accuracy)` -> "error" (1000) | "error"
+- 1 − mAP (FSD50K): evaluate's clip path, mean of a clip's logits, float32 σ, AP per label (`calculate_stats`)
+  -> "one_minus_map_orca" (0: all clips at once) | "one_minus_map" (clips)
+- relative L2 (Darcy): `LpLoss(size_average=True)` on decoded outputs -> "rel_l2" (1000) | "rel_l2"
+- MAE8 (PSICOV): `psicov_mae`, every protein with the first protein's length -> "mae8_orca" (1) | "mae8"
+- 1 − AUROC (Cosmic): `inv_auroc`, logit > 0, ignored pixels masked to 0 -> "one_minus_auroc_binarized" (1000)
+  | the same key
+- 1 − F1 (ECG): `ecg_f1`, macro F1 over windows -> "one_minus_f1" on windows (1000) | "one_minus_f1" on the
+  majority vote of each record's windows
+- 1 − AUROC (DeepSEA): `auroc`, float32 σ, roc_curve + auc per label, nan-mean -> "one_minus_auroc_orca" (1000)
+  | "one_minus_auroc"
+- nRMSE (PDEBench, 8 tasks): `nmse`, per sample, channels flattened -> "nrmse" (1000; PDE Darcy 100) | "nrmse"
+"(chunk)" is ORCA's eval_batch_size (src/configs/*.yaml); its chunks hold whole test batches of the config's
+batch size (PSICOV's test loader: 1). Where the keys agree, ORCA's number still differs by the chunking and,
+for Cosmic, ECG and four PDE tasks, by ORCA's test data (sky augmentation; label-dependent windows; another
+target frame: data.py). ORCA's DeepSEA test loader is shuffled, so its chunks are random draws.
 
 Symbols
 -------
@@ -33,10 +45,7 @@ Symbols
 | protein length L_b       | `lengths`          | (N,)                                               |
 | clip / record id         | `groups`           | (N,)                                               |
 
-Metrics take the WHOLE evaluation set at once and compute the metric over it. ORCA's `evaluate`
-(src/main.py, github.com/sjunhongshen/ORCA) instead computes the metric on chunks of at least
-eval_batch_size samples (1,000 for most tasks) and averages over the chunks, which is not the global metric.
-They accept numpy arrays or tensors. Bad shapes raise losses.LossError (one line).
+Metrics accept numpy arrays or tensors. Bad shapes raise losses.LossError (one line).
 """
 from __future__ import annotations
 
@@ -119,7 +128,8 @@ def _label_columns(pred: np.ndarray, target: np.ndarray):
 
 def error(pred, target) -> float:
     """0-1 error in percent: 100 · (1 − mean[argmax_k pred_k = y]). pred (N, K) scores; target (N,) ids
-    or (N, K) one-hot. CIFAR-100, Spherical, NinaPro, Satellite (NB360; ORCA reports the same)."""
+    or (N, K) one-hot. CIFAR-100, Spherical, NinaPro, Satellite (NB360). Per chunk this is ORCA's
+    `inverse_score(accuracy)` (src/utils.py) in percent: ORCA's value is `chunk_average(error, ...)`."""
     p = _np(pred)
     yhat = p.argmax(axis=1)
     return float(100.0 * np.mean(yhat != _class_ids(_np(target), p.shape[0])))
@@ -131,9 +141,10 @@ def one_minus_auroc(pred, target, ignore_value: float | None = IGNORE_VALUE) -> 
     pred: scores (logits or probabilities: AUROC is invariant to the monotone sigmoid), (N,), (N, K), or
     dense (N, C, *spatial) where all pixels of all samples are pooled per channel. Per label the AUROC is
     the Mann-Whitney probability P(s_pos > s_neg) + ½ P(tie) (= scikit-learn's roc_auc_score); labels
-    with a single class in the target are skipped (nan-mean, as ORCA's DeepSEA metric); targets equal to
+    with a single class in the target are skipped (nan-mean over labels); targets equal to
     `ignore_value` (Cosmic ignored pixels) are excluded. For Cosmic this is the stricter ranking AUROC
     over non-ignored pixels, a different number from the binarised benchmark value (see the next function).
+    ORCA's DeepSEA metric ranks float32 sigmoid scores instead: `one_minus_auroc_orca`.
     """
     P, Y = _label_columns(_np(pred), _np(target))
     scores = []
@@ -152,6 +163,8 @@ def one_minus_auroc_binarized(pred, target, threshold: float = 0.0, ignore_value
     all pixels of all images pooled; ignored pixels (target == `ignore_value`) are NOT excluded: as in
     ORCA/NB360 they count as target 0 with prediction 0 (true negatives). The AUROC of a 0/1 score is
     (TPR + TNR)/2, i.e. balanced accuracy, not a ranking AUROC (`one_minus_auroc` gives that one).
+    With the defaults this IS ORCA's definition (`inv_auroc` after its `mask` transform sets ignored
+    outputs and targets to 0); ORCA's value is `chunk_average(one_minus_auroc_binarized, ...)`.
     """
     p, y = _np(pred).reshape(-1), _np(target).reshape(-1)
     if p.size != y.size:
@@ -175,10 +188,41 @@ def one_minus_map(pred, target) -> float:
     return float(1.0 - np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")
 
 
+def _sigmoid32(x) -> np.ndarray:
+    # σ(x) in float32, as ORCA applies it to float32 logits: saturates to 1.0 above x ≈ 16.6 (ties in a ranking)
+    return torch.sigmoid(torch.from_numpy(_np(x).astype(np.float32))).numpy()
+
+
+def one_minus_auroc_orca(pred, target) -> float:
+    """ORCA's DeepSEA metric, `inverse_score(auroc)` (src/utils.py): 1 − nan-mean over labels of the AUROC
+    of float32 sigmoid scores (`roc_curve` + `auc` per label; a label with one class gives NaN and is skipped).
+    Ranking float32 σ(logit) instead of the logits ties every score whose logit exceeds ≈ 16.6 (σ rounds to
+    1.0); otherwise it equals `one_minus_auroc` (AUROC is invariant to the monotone σ). ORCA's value is
+    `chunk_average(one_minus_auroc_orca, ...)`. pred: logits (N, K); target 0/1 (N, K).
+    """
+    # ORCA-compatible (reproduces a quirk): auroc ranks output = torch.sigmoid(output).float(), then per label
+    # roc_curve + auc (= the Mann-Whitney AUROC), nan-mean over labels
+    return one_minus_auroc(_sigmoid32(pred), target, ignore_value=None)
+
+
+def one_minus_map_orca(pred, target) -> float:
+    """ORCA's FSD50K metric (src/main.py: evaluate, clip path): 1 − mean over labels of scikit-learn's
+    average precision of float32 sigmoid scores of the clip logits (`calculate_stats`, src/utils.py).
+    pred: clip-level logits (G, K) (`aggregate_groups(..., how="mean")`: ORCA's `model(x).mean(0)`); target
+    multi-hot (G, K). Labels without a positive are skipped, as in `one_minus_map` (FSD50K's eval set has all
+    200 labels). The float32 σ ties clip scores with logit above ≈ 16.6; otherwise it equals `one_minus_map`
+    (AP depends only on the ranking).
+    """
+    # ORCA-compatible (reproduces a quirk): AP of float32 sigmoid scores (evaluate: torch.sigmoid(out), float32)
+    return one_minus_map(_sigmoid32(pred), target)
+
+
 def one_minus_f1(pred, target) -> float:
     """1 − macro F1 of argmax predictions (ECG). F1_c = 2TP_c / (2TP_c + FP_c + FN_c), averaged over the
     classes that occur in the target or the prediction (scikit-learn's f1_score(average="macro")).
-    NB360 scores ECG per record (majority vote over windows: `aggregate_groups(..., how="vote")`)."""
+    On windows this IS ORCA's `ecg_f1` (src/utils.py: classification_report, mean F1 of the classes 0-3
+    present), and ORCA's value is its `chunk_average` over windows; NB360 scores ECG per record (majority vote
+    over windows: `aggregate_groups(..., how="vote")`, then this function)."""
     p = _np(pred)
     yhat = p.argmax(axis=1)
     y = _class_ids(_np(target), p.shape[0])
@@ -191,7 +235,8 @@ def one_minus_f1(pred, target) -> float:
 
 def rel_l2_metric(pred, target) -> float:
     """Relative L2 error averaged over samples: mean_b ‖ŷ_b − y_b‖₂ / ‖y_b‖₂ (Darcy Flow, NB360/FNO).
-    Physical units: decode the point-wise Gaussian normaliser of the targets first (data.py's output_decoder)."""
+    Physical units: decode the point-wise Gaussian normaliser of the targets first (data.py's output_decoder).
+    This IS ORCA's Darcy metric (`LpLoss(size_average=True).rel`, src/utils.py), which it averages per chunk."""
     p, y = _np(pred), _np(target)
     p, y = p.reshape(p.shape[0], -1), y.reshape(p.shape[0], -1)
     return float(np.mean(np.linalg.norm(p - y, axis=1) / np.linalg.norm(y, axis=1)))
@@ -199,9 +244,10 @@ def rel_l2_metric(pred, target) -> float:
 
 def nrmse_metric(pred, target, per_channel: bool = True) -> float:
     """nRMSE (PDEBench, Takamoto et al. 2022): per sample b and channel c,
-    sqrt(mean_x (ŷ − y)²) / sqrt(mean_x y²), averaged over channels and samples of the whole test set
-    (ORCA averages per 1,000-sample chunk; for C = 1 both are ‖ŷ_b − y_b‖₂/‖y_b‖₂ per sample).
-    pred/target (N, C, *spatial); (N, L) counts as one channel."""
+    sqrt(mean_x (ŷ − y)²) / sqrt(mean_x y²), averaged over channels and samples of the whole test set.
+    pred/target (N, C, *spatial); (N, L) counts as one channel. ORCA's `nmse` (src/utils.py) flattens all
+    channels, ‖ŷ_b − y_b‖₂/‖y_b‖₂ per sample (`per_channel=False`); for C = 1 (every task of Table 4) the
+    two agree, and ORCA's value is `chunk_average(nrmse_metric, ...)`."""
     p, y = _np(pred), _np(target)
     y = y.reshape(p.shape)
     v = _nrmse_per_sample(torch.from_numpy(p), torch.from_numpy(y), per_channel)
@@ -212,6 +258,15 @@ def mse_metric(pred, target) -> float:
     """Mean squared error over all entries (= scikit-learn mean_squared_error on flattened arrays)."""
     p, y = _np(pred), _np(target)
     return float(np.mean((p - y.reshape(p.shape)) ** 2))
+
+
+def _psicov_arrays(pred, target, name: str):
+    P, Y = _np(pred), _np(target)
+    if P.ndim == 4:
+        P, Y = P[:, 0], Y.reshape(P.shape)[:, 0]
+    if P.ndim != 3 or Y.shape != P.shape:
+        raise LossError(f"{name}: expected pred/target (N, [1,] H, W) of equal shape, got {P.shape} and {Y.shape}")
+    return P, Y
 
 
 def _infer_psicov_lengths(Y: np.ndarray, offset: int, pad_value: float) -> np.ndarray:
@@ -240,15 +295,9 @@ def mae8(pred, target, lengths=None, *, offset: int = PSICOV_OFFSET, min_sep: in
     pred, target: (N, 1, H, W) or (N, H, W) distances in Å (test targets unclipped).
     lengths: (N,) L_b. If None they are recovered from the target as the number of window rows after
     `offset` that are not entirely `pad_value` (NB360's label padding, 100 Å).
-    ORCA's `psicov_mae` (src/utils.py) is called once per test protein and reads the length of the FIRST
-    protein of psicov.lst every time, so it scores every protein with that length; the ORCA-compatible
-    value is `mae8(pred, target, lengths=[L_0] * N)`.
+    ORCA's `psicov_mae` (src/utils.py) scores every protein with the FIRST protein's length: `mae8_orca`.
     """
-    P, Y = _np(pred), _np(target)
-    if P.ndim == 4:
-        P, Y = P[:, 0], Y.reshape(P.shape)[:, 0]
-    if P.ndim != 3 or Y.shape != P.shape:
-        raise LossError(f"mae8: expected pred/target (N, [1,] H, W) of equal shape, got {P.shape} and {Y.shape}")
+    P, Y = _psicov_arrays(pred, target, "mae8")
     N, H, _ = P.shape
     if symmetrize not in ("nb360", "mean"):
         raise LossError(f"mae8: symmetrize must be 'nb360' or 'mean', got {symmetrize!r}")
@@ -278,6 +327,47 @@ def mae8(pred, target, lengths=None, *, offset: int = PSICOV_OFFSET, min_sep: in
     return float(np.nanmean(maes)) if np.isfinite(maes).any() else float("nan")
 
 
+def _first_protein_length(target, lengths, offset: int, pad_value: float) -> int:
+    if lengths is not None:
+        return int(np.asarray(lengths).reshape(-1)[0])
+    Y0 = _np(target[:1])  # the first protein only
+    return int(_infer_psicov_lengths(Y0.reshape(1, Y0.shape[-2], Y0.shape[-1]), offset, pad_value)[0])
+
+
+def mae8_orca(pred, target, lengths=None, *, first_length: int | None = None, offset: int = PSICOV_OFFSET,
+              pad_value: float = PSICOV_PAD_VALUE, **kw) -> float:
+    """ORCA's definition of PSICOV MAE8 (`psicov_mae`, src/utils.py, with eval batch size 1), the paper's column.
+
+    ORCA's evaluate calls `psicov_mae` once per test protein (batch 1), and it reads the length as
+    L = length_dict[pdb_list[i]] with i the protein's index IN THE BATCH, i.e. i = 0 on every call: every
+    protein b is scored on the window [offset, offset + L_0)² of the FIRST protein of psicov.lst (a longer
+    protein is cut; for a shorter one the window takes in label padding, 100 Å > 8 Å, which drops out). The
+    mean of those calls is the mean over proteins of MAE_b(L_0), returned here: `mae8` with lengths = [L_0]·N.
+    NB360's `calculate_mae` (backbone/utils_grid.py) uses each protein's own length: the corrected `mae8`.
+    lengths: (N,) or None as in `mae8` (inferred from the label padding); only L_0 is read. first_length: L_0
+    directly (`chunk_average` passes the whole set's, so a chunk not starting at protein 0 still uses it).
+    A protein without a scored pair is skipped (nan-mean); ORCA's `psicov_mae` returns inf for it, on which
+    its evaluate fails (`.item()` of a Python float). Other keyword arguments go to `mae8` (its default
+    symmetrize="nb360" is ORCA's code too).
+    """
+    P, Y = _psicov_arrays(pred, target, "mae8_orca")
+    if first_length is None:
+        first_length = _first_protein_length(Y, lengths, offset, pad_value)
+    # ORCA-compatible (reproduces a bug): L = length_dict[pdb_list[0]] for every protein
+    return mae8(P, Y, lengths=np.full(P.shape[0], int(first_length)), offset=offset, pad_value=pad_value, **kw)
+
+
+def _mae8_orca_whole_set(pred, target, lengths=None, first_length=None, **kw) -> dict:
+    # psicov_mae reads L_0 once (its constructor reads psicov.lst), the same for every chunk
+    if first_length is None:
+        first_length = _first_protein_length(target, lengths, kw.get("offset", PSICOV_OFFSET),
+                                             kw.get("pad_value", PSICOV_PAD_VALUE))
+    return dict(kw, first_length=first_length)
+
+
+mae8_orca.whole_set_kwargs = _mae8_orca_whole_set
+
+
 METRICS = {
     "error": error,
     "one_minus_auroc": one_minus_auroc,
@@ -286,14 +376,49 @@ METRICS = {
     "one_minus_f1": one_minus_f1,
     "rel_l2": rel_l2_metric,
     "mae8": mae8,
+    "mae8_orca": mae8_orca,
+    "one_minus_auroc_orca": one_minus_auroc_orca,
+    "one_minus_map_orca": one_minus_map_orca,
     "nrmse": nrmse_metric,
     "mse": mse_metric,
 }
 
 
 # -------------------------------------------------------------------------------------------------
-# Evaluation protocol helper: pool samples into clips / records before a metric
+# Evaluation protocol helpers: ORCA's chunk average; pool samples into clips / records before a metric
 # -------------------------------------------------------------------------------------------------
+
+
+def chunk_average(metric_fn, pred, target, *, chunk: int, batch_size: int, **kw) -> float:
+    """ORCA's evaluation loop (src/main.py: evaluate), restated: the mean of per-chunk metric values.
+
+    ORCA appends each test batch of `batch_size` outputs to a buffer and, once the buffer holds >= `chunk`
+    samples (its eval_batch_size) or after the last batch, scores the buffer with the metric and empties it;
+    the result is the mean over chunks. So chunk boundaries fall on batch boundaries: every chunk holds
+    ⌈chunk / batch_size⌉ whole batches (batch 300, chunk 1000 -> 1200 samples), the last one the rest.
+    `chunk <= 0`: the metric over the whole set (the corrected definitions; FSD50K's clip-level path).
+
+    pred, target: the whole evaluation set in loader order (arrays or tensors, first axis = samples).
+    kw go unchanged to every chunk's metric call, except that a metric with a `whole_set_kwargs` attribute
+    first reads its whole-set constants from the full set (`mae8_orca`: the first protein's length).
+    A chunk whose metric is NaN makes the mean NaN, as ORCA's sum of chunk scores does.
+    """
+    n = len(pred)
+    if len(target) != n or n == 0:
+        raise LossError(f"chunk_average: need the same, non-zero number of predictions and targets, got {n} and "
+                        f"{len(target)}")
+    if chunk <= 0 or chunk >= n:
+        return float(metric_fn(pred, target, **kw))
+    if batch_size < 1:
+        raise LossError(f"chunk_average: batch_size must be >= 1, got {batch_size}")
+    whole = getattr(metric_fn, "whole_set_kwargs", None)
+    if whole is not None:
+        kw = whole(pred, target, **kw)
+    # evaluate: a chunk closes after the first batch with n_data >= eval_batch_size
+    size = -(-chunk // batch_size) * batch_size
+    # eval_score = Σ_chunks metric(outs, ys) / n_eval
+    scores = [float(metric_fn(pred[s:s + size], target[s:s + size], **kw)) for s in range(0, n, size)]
+    return float(np.mean(scores))
 
 
 def aggregate_groups(pred, target, groups, how: str = "mean"):

@@ -14,6 +14,8 @@ Paper map
 | OTDD between labelled datasets                        | `OTDDLoss`                                   |
 | debiased entropic OT (Sinkhorn divergence)            | `sinkhorn_divergence`, `_sinkhorn`, `_ot_value` |
 | pseudo-classes of non-classification targets          | `orca_target_labels` (ORCA's `infer_labels`) |
+| per-class draws of each epoch (ORCA's `load_by_class`) | `class_pools`, `orca_draw_size`             |
+| embedder schedule (ORCA's StepLR lambda)              | `orca_step_lr`                               |
 
 | symbol                                  | code name          | shape                                      |
 |-----------------------------------------|--------------------|--------------------------------------------|
@@ -39,16 +41,22 @@ ORCA's protocol (src/embedder.py, src/task_configs.py, src/configs/*.yaml) and w
   CoNLL-2003 token embeddings), mean over tokens; computed once. Same here (data.load_source_surrogate).
 - Target classes: the labels for single-label classification; for regression, dense and multi-label tasks
   (Darcy, PSICOV, Cosmic, FSD50K, DeepSEA, PDEs) k = 10 k-means clusters of the flattened targets.
-  ORCA clusters and splits by class over the FULL training set (≈ 200 GB for PSICOV); we use a random
-  subset of `--orca-samples` (2,000) training samples (DEVIATION, `orca_target_labels`).
+  ORCA clusters and splits by class over the FULL training set in memory (≈ 200 GB for PSICOV); we fit the
+  k-means on a random subset of 2,000 training samples (train.py `orca_samples`) and assign EVERY training sample
+  to a cluster in one pass (DEVIATION, `orca_target_labels`), so the per-class index lists cover the whole set.
 - OTDD call (`otdd` in src/embedder.py): exact inner OT (label-to-label distances are debiased entropic OT
   between class clouds), debiased outer loss, p = 2, entreg = 0.1, target labels all zero, i.e. each call
   compares the labelled source set with ONE target class treated as a single label. ORCA recomputes the
   source label-to-label distances on every call; `OTDDLoss` computes them once (same values).
-- Loop: per epoch, visit the classes in random order; from each take up to `maxsamples` (128) samples;
-  loss = w_c · OTDD(features); backward; ONE optimizer step per epoch, after all classes.
+- Loop (`class_pools`): per epoch, visit the classes in random order; from each draw afresh, as ORCA's
+  reshuffled per-class loaders (`load_by_class`), whole batches of the stage-1 batch size (train.py
+  `--stage1-batch-size`, default the task's batch size as ORCA) until more than `maxsamples` are collected
+  (data.TaskSpec.orca_maxsamples: 128; PSICOV and DeepSEA 64); classes with one sample are skipped;
+  loss = w_c · OTDD(features), w_c = |class c| / |train|; backward; ONE optimizer step per epoch.
 - Optimizer: the task's stage-2 optimizer and weight decay, lr ×10 when lr ≤ 1e-3
-  (`get_optimizer_scheduler(module='embedder')`); schedule ×0.2 at epochs 20, 40, 60, stepped per epoch.
+  (`get_optimizer_scheduler(module='embedder')`; `--stage1-lr` / `--stage1-weight-decay` replace them); schedule
+  ORCA's StepLR lambda ×0.2 per milestone passed, factor 0.2^#{m ∈ (20, 40, 60): epoch > m}, stepped per epoch
+  (`orca_step_lr`: epochs 0-20 at the full rate, 21-40 ×0.2, 41-60 ×0.04).
 - Epochs: `embedder_epochs` = 60 for every task, 100 for NinaPro (data.TaskSpec.orca_epochs).
 - The embedder starts from the source-derived initialisation (ORCA's `embedder_init(...,
   train_embedder=True)` in src/utils.py: the pretrained patch projection tiled over the input channels),
@@ -63,7 +71,7 @@ import numpy as np
 import torch
 
 from runtime import all_reduce_mean_, barrier, check_finite, epoch_seed, seed_everything
-from stage1 import load_surrogate
+from stage1 import load_surrogate, source_mask
 from stage2 import make_optimizer
 
 
@@ -168,64 +176,97 @@ class OTDDLoss:
 
 
 # -------------------------------------------------------------------------------------------------
-# ORCA's stage 1: pseudo-labels, then one OTDD step per epoch
+# ORCA's stage 1: pseudo-labels, per-class pools, then one OTDD step per epoch
 # -------------------------------------------------------------------------------------------------
 
 
-def orca_target_labels(td, spec, n: int, seed: int) -> tuple[list, np.ndarray]:
-    """ORCA's target classes: labels for single-label classification, else k = 10 k-means clusters of the
-    flattened targets (ORCA's `infer_labels`, src/embedder.py). DEVIATION from ORCA: computed on a random
-    subset of n training samples, not on the full training set, which ORCA materialises in memory
-    (3,356 × 57 × 512 × 512 float32 ≈ 200 GB for PSICOV)."""
-    rng = np.random.default_rng(seed)
-    idx = sorted(rng.choice(len(td.train), size=min(n, len(td.train)), replace=False).tolist())
-    ys = [td.train[i][1] for i in idx]
+def orca_target_labels(td, spec, n: int, seed: int, workers: int = 0) -> np.ndarray:
+    """The class of EVERY training sample (N,): its label for single-label classification, else one of k = 10
+    k-means clusters of the flattened targets (ORCA's `infer_labels`, src/embedder.py).
+    DEVIATION from ORCA: k-means is fitted on a random subset of n training samples, then every training sample
+    is assigned to its nearest centre; ORCA fits on the full training set, which it materialises in memory
+    (3,356 × 57 × 512 × 512 float32 ≈ 200 GB for PSICOV). Here one pass over the set keeps one int per sample."""
+    N = len(td.train)
     if spec.loss == "cross_entropy":                           # single-label classes (not point regression)
-        return idx, np.asarray([int(y) for y in ys])
+        labels = getattr(td.train, "labels", None)
+        if labels is None:
+            labels = [int(td.train[i][1]) for i in range(N)]
+        return np.asarray(labels, dtype=np.int64)
     from sklearn.cluster import KMeans
-    flat = np.stack([np.asarray(y, dtype=np.float32).reshape(-1) for y in ys])
-    k = min(10, len(idx))
-    return idx, KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(flat)
+    rng = np.random.default_rng(seed)
+    idx = sorted(rng.choice(N, size=min(n, N), replace=False).tolist())
+    flat = np.stack([np.asarray(td.train[i][1], dtype=np.float32).reshape(-1) for i in idx])
+    km = KMeans(n_clusters=min(10, len(idx)), n_init=3, random_state=seed).fit(flat)
+    if len(idx) == N:                                          # the subset is the whole set
+        return km.labels_.astype(np.int64)
+    loader = torch.utils.data.DataLoader(td.train, batch_size=64, shuffle=False, num_workers=workers)
+    return np.concatenate([km.predict(y.float().reshape(len(y), -1).numpy()) for _, y in loader]).astype(np.int64)
+
+
+def orca_draw_size(maxsamples: int, batch_size: int) -> int:
+    """Samples ORCA draws from one class per epoch (before capping at the class size): its class loader (batch
+    `batch_size`, shuffled) yields batches until MORE than `maxsamples` are collected (`datanum > maxsamples`)."""
+    return (maxsamples // batch_size + 1) * batch_size
+
+
+def class_pools(members: dict, draw: int, rng: np.random.Generator) -> list:
+    """One epoch of ORCA's stage 1 (`load_by_class` loaders, reshuffled every epoch): the classes in random
+    order, from each a fresh random draw of min(|class|, draw) of its members. [(class, indices), ...]"""
+    return [(int(c), members[c][rng.permutation(len(members[c]))[:draw]]) for c in rng.permutation(sorted(members))]
+
+
+def orca_step_lr(epoch: int, milestones=(20, 40, 60), base: float = 0.2) -> float:
+    """ORCA's StepLR lambda (`get_scheduler` in src/task_configs.py), a LambdaLR stepped once per epoch:
+    factor = base^k, k = #{milestones m : epoch > m} (0-based epoch), so epochs 0-20 run at the full rate."""
+    return base ** sum(epoch > m for m in milestones)
 
 
 def stage1_orca(cfg: dict, m: dict, model, source, td, spec, state: dict, log) -> None:
     """ORCA stage 1 (`get_tgt_model` in src/embedder.py): the embedder minimises the OTDD between the
     mean-pooled target embeddings of each target class and the labelled source embeddings; one optimizer
     step per epoch (see the module docstring for ORCA's settings)."""
+    from backbones import masked_mean
     src, _ = load_surrogate(cfg, spec, source)
-    with torch.no_grad():                                      # source features: e(x^s; θ^S_e0), mean over tokens
-        loader = torch.utils.data.DataLoader(src, batch_size=64)
-        pairs = [(source.source_embedder(xs.to(m["device"])).mean(1), ys) for xs, ys in loader]
-    src_x = torch.cat([p[0] for p in pairs]).float()           # (N_s, D)
-    src_y = torch.cat([torch.as_tensor(p[1]) for p in pairs]).to(m["device"])
-    otdd = OTDDLoss(src_x, src_y)                             # source side computed once (ORCA: every call)
-    idx, labels = orca_target_labels(td, spec, cfg["orca_samples"], cfg["seed"])
-    classes = sorted(set(labels.tolist()))
-    weights = {c: float((labels == c).mean()) for c in classes}  # w_c = |class c| / |train|
-    lr = cfg["lr"] * 10 if cfg["lr"] <= 1e-3 else cfg["lr"]   # ORCA: lr ×10 when lr ≤ 1e-3
-    opt = make_optimizer(cfg, model.embedder.parameters(), lr)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[20, 40, 60], gamma=0.2)
+    feats_s, ys_s = [], []
+    with torch.no_grad():              # source features: e(x^s; θ^S_e0), mean over (real) tokens   (N_s, D)
+        for xs, ys in torch.utils.data.DataLoader(src, batch_size=64):
+            xs = xs.to(m["device"])
+            # DEVIATION from ORCA (1D): its precomputed text features average all 32 positions, padding included;
+            # we average the real tokens only (attention mask ids != pad_id)
+            feats_s.append(masked_mean(source.source_embedder(xs), source_mask(src, xs)).float())
+            ys_s.append(torch.as_tensor(ys))
+    otdd = OTDDLoss(torch.cat(feats_s), torch.cat(ys_s).to(m["device"]))  # source side once (ORCA: every call)
+    labels = orca_target_labels(td, spec, cfg["orca_samples"], cfg["seed"], cfg["workers"])
+    members = {int(c): np.flatnonzero(labels == c) for c in np.unique(labels)}
+    weights = {c: len(idx) / len(labels) for c, idx in members.items()}   # w_c = |class c| / |train|
+    draw = orca_draw_size(cfg["orca_maxsamples"], cfg["stage1_batch_size"])
+    # ORCA: the task's stage-2 optimizer, lr ×10 when ≤ 1e-3 (or --stage1-lr / --stage1-weight-decay; train.py)
+    opt = make_optimizer(cfg, model.embedder.parameters(), cfg["stage1_lr"], weight_decay=cfg["stage1_weight_decay"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, orca_step_lr)
     if state.get("stage") == 1 and "optimizer" in state:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
     start = state["epoch"] + 1 if state.get("stage") == 1 else 0
     for epoch in range(start, cfg["stage1_epochs"]):
         seed_everything(epoch_seed(cfg, 1, epoch))
-        t0, total = time.time(), 0.0
+        t0, total, seen = time.time(), 0.0, 0
         opt.zero_grad(set_to_none=True)
-        for c in np.random.permutation(classes):
-            members = [i for i, l in zip(idx, labels) if l == c]
-            members = [members[j] for j in np.random.permutation(len(members))[: cfg["orca_maxsamples"]]]
-            x = torch.stack([td.train[i][0] for i in members]).to(m["device"])
-            feats = model.embedder(x).mean(1).float()          # target embeddings, mean over tokens (n_c, D)
-            loss = weights[int(c)] * otdd(feats)   # w_c · OTDD
+        for c, idx in class_pools(members, draw, np.random.default_rng(epoch_seed(cfg, 1, epoch))):
+            if len(idx) < 2:                                   # ORCA: a class needs > 1 sample
+                continue
+            feats = []
+            for lo in range(0, len(idx), cfg["stage1_batch_size"]):   # target embeddings, mean over tokens
+                x = torch.stack([td.train[int(i)][0] for i in idx[lo:lo + cfg["stage1_batch_size"]]])
+                feats.append(model.embedder(x.to(m["device"])).mean(1).float())
+            loss = weights[c] * otdd(torch.cat(feats))         # w_c · OTDD   (n_c, D) target class c
             check_finite(loss, f"stage 1 (orca) epoch {epoch + 1}", cfg["out"])
             loss.backward()
-            total += loss.item()
+            total, seen = total + loss.item(), seen + len(idx)
         all_reduce_mean_([p.grad for p in model.embedder.parameters() if p.grad is not None], m)
+        lr = sched.get_last_lr()[0]
         opt.step()                                             # one step per epoch, as ORCA
         sched.step()
-        row = {"stage": 1, "method": "orca", "epoch": epoch + 1, "otdd": total,
+        row = {"stage": 1, "method": "orca", "epoch": epoch + 1, "otdd": total, "lr": lr, "samples": seen,
                "seconds": round(time.time() - t0, 3)}
         log(row, dict(stage=1, epoch=epoch, optimizer=opt.state_dict(), scheduler=sched.state_dict()))
         barrier(m)

@@ -6,7 +6,7 @@ App. A.1, Tables 10 and 11 list the eight PDEBench tasks (Takamoto et al., 2022)
 (registry rows in data.py, with each file's DaRUS id and MD5). As in ORCA (github.com/sjunhongshen/ORCA,
 `src/data_loaders.py: load_pde` with `UNetDatasetSingle` and `UNetDatasetMult`), a task is a single-step map:
 input = state at time index 0, target = state at `_t_index`, both subsampled by `rx` in space.
-Contract: reader(spec, data_dir, val_fraction, seed, **spec.reader_kwargs) -> (train, val, test, extras).
+Contract: reader(spec, data_dir, val_fraction, seed, protocol, **spec.reader_kwargs) -> (train, val, test, extras).
 
 | layout   | HDF5 contents                           | x -> y                                 | tasks                |
 |----------|-----------------------------------------|----------------------------------------|----------------------|
@@ -16,13 +16,19 @@ Contract: reader(spec, data_dir, val_fraction, seed, **spec.reader_kwargs) -> (t
 | "groups" | groups '0000'... each `data` (T, *S, V) | channel cin at 0 -> channel cout at t  | diffusion-sorption, shallow-water, diffusion-reaction-2d |
 
 Split: PDEBench's own convention, as ORCA: a single-dataset file -> the first 10 % of samples are the test set;
-a grouped file -> the last 10 % of the sorted group keys. Validation = `val_fraction` of the rest (seeded carve).
+a grouped file -> the last 10 % of the sorted group keys. Protocol "paper" trains on all the rest (ORCA's
+`load_pde`: no validation split); "strict" holds out `val_fraction` of the rest (seeded carve) for validation.
+Both fit 1D-CFD's normaliser on their training samples. ORCA's test target frame (`extras["test_orca"]`,
+both protocols): the test samples with the target at `_t_index(T, rt, ORCA_TEST_T_TRAIN)`, built only where
+that frame differs from the training one (on the published files: Diffusion-Reaction 1D 99 vs 29;
+Diffusion-Sorption, Shallow-Water, Diffusion-Reaction 2D 99 vs 100), else None.
 
 Known bugs of the earlier loader, and what we do
 ------------------------------------------------
 - One target index for train and test. ORCA's `load_pde` builds the test set without `t_train`, so it falls
   back to the class default 100: Diffusion-Reaction 1D trains on t index 29 but is tested on 99; Diffusion-
-  Sorption, Shallow-Water and Diffusion-Reaction 2D train on 100 and are tested on 99. `_t_index` serves both.
+  Sorption, Shallow-Water and Diffusion-Reaction 2D train on 100 and are tested on 99. `_t_index` serves both
+  `train` and `test`; `test_orca` reproduces ORCA's frame.
 - The file is never loaded whole (ORCA's `UNetDatasetSingle` np.array's the whole `tensor`): `PDEDataset` reads
   the two frames of a sample on access (bench/data_memory.py measures it).
 - Files are read from data_dir (ORCA hard-codes its cluster path for most PDE tasks).
@@ -39,7 +45,9 @@ import numpy as np
 import torch
 
 from fileio import DataError, _bad, _corrupt, _open_h5, _path
-from splits import NORM_EPS, IndexedDataset, _carve, _unit_gaussian
+from splits import NORM_EPS, IndexedDataset, _carve, _need, _unit_gaussian
+
+ORCA_TEST_T_TRAIN = 100        # the t_train ORCA's load_pde test set falls back to (UNetDataset* default)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -101,7 +109,8 @@ def _check_shape(task, path, what, shape, expected):
         raise _bad(task, path, f"{what} of shape {tuple(expected)}", f"shape {tuple(shape)}")
 
 
-def _read_pdebench(spec, data_dir, val_fraction, seed, *, file, layout, rx, rt=1, t_train=1, cin=0, cout=0):
+def _read_pdebench(spec, data_dir, val_fraction, seed, protocol, *, file, layout, rx, rt=1, t_train=1, cin=0,
+                   cout=0):
     dl = spec.downloads[0]
     path = _path(spec.name, data_dir, file, spec.origin, downloadable=True)
     f = _open_h5(spec.name, path)
@@ -139,17 +148,25 @@ def _read_pdebench(spec, data_dir, val_fraction, seed, *, file, layout, rx, rt=1
         f.close()
         raise
     t_idx = _t_index(T, rt, t_train) if layout != "darcy" else 0
+    t_orca = _t_index(T, rt, ORCA_TEST_T_TRAIN) if layout != "darcy" else 0     # ORCA's test frame
     n = len(keys)
-    if n < 3:
-        f.close()
-        raise _bad(spec.name, path, "at least 3 samples", f"{n}")
     # PDEBench split: single file -> first 10 % test; grouped -> last 10 % of sorted keys test
     n_test = max(1, int(n * 0.1)) if layout != "groups" else max(1, n - int(n * 0.9))
     if layout == "groups":
         test_keys, train_keys = keys[n - n_test:], keys[:n - n_test]
     else:
         test_keys, train_keys = keys[:n_test], keys[n_test:]
-    t_rel, v_rel = _carve(len(train_keys), val_fraction)
+    if protocol == "paper":                              # ORCA load_pde: every non-test sample trains
+        t_rel, v_rel = np.arange(len(train_keys)), None
+    else:
+        t_rel, v_rel = _carve(len(train_keys), val_fraction)
+    try:
+        _need(spec.name, path, protocol, {"train": len(t_rel), "val": None if v_rel is None else len(v_rel),
+                                          "test": len(test_keys)},
+              f"the file holds {n} samples; the {protocol} protocol needs at least {2 if protocol == 'paper' else 3}")
+    except DataError:
+        f.close()
+        raise
     norm = None
     if layout == "cfd":                                  # UnitGaussianNormalizer fitted on training inputs
         tr_idx = [train_keys[i] for i in t_rel]
@@ -158,7 +175,9 @@ def _read_pdebench(spec, data_dir, val_fraction, seed, *, file, layout, rx, rt=1
         norm = (mu[None].astype(np.float32), sd[None].astype(np.float32))
         del x0
     f.close()
-    mk = lambda ks: PDEDataset(spec.name, path, ks, layout, t_idx, rx, cin, cout, norm)
+    mk = lambda ks, t=t_idx: PDEDataset(spec.name, path, ks, layout, t, rx, cin, cout, norm)
     train = mk([train_keys[i] for i in t_rel])
-    val = mk([train_keys[i] for i in v_rel])
-    return train, val, mk(test_keys), {"val_from": "carved", "target_index": t_idx, "file_md5": dl.md5}
+    val = None if v_rel is None else mk([train_keys[i] for i in v_rel])
+    test_orca = mk(test_keys, t_orca) if t_orca != t_idx else None       # the same samples, ORCA's frame
+    return train, val, mk(test_keys), {"val_from": "carved" if val is not None else None, "target_index": t_idx,
+                                       "orca_target_index": t_orca, "test_orca": test_orca, "file_md5": dl.md5}

@@ -10,9 +10,9 @@ Paper map
 ---------
 | paper symbol                      | code                                   | shape                          |
 |-----------------------------------|----------------------------------------|--------------------------------|
-| encoder output, N' tokens of d    | `z`                                    | (B, N', d)                     |
-| h_c: R^{N'd} -> R^K               | `ClassificationHead`                   | (B, N', d) -> (B, K)           |
-|   average pooling                 | `z.mean(1)`                            | (B, d)                         |
+| encoder output, N' tokens of d    | `z`                                    | (B, N', d); h_c: (B, P+N', d)  |
+| h_c: R^{N'd} -> R^K               | `ClassificationHead`                   | (B, P+N', d) -> (B, K)         |
+|   average pooling (see below)     | `ClassificationHead.readout`           | (B, d)                         |
 |   linear projection               | `ClassificationHead.linear`            | (B, K)                         |
 | h_d: R^{49d} -> R^{KHW}           | `DenseHead2D`                          | (B, 49, d) -> (B, K, H, W)     |
 |   linear 7²×d -> 7²×3072          | `DenseHead2D.decoder` (1×1 conv)       | (B, 3·s², 7, 7), s = 32        |
@@ -22,6 +22,14 @@ Paper map
 | 1D dense head (ORCA, no params)   | `DenseHead1D`                          | (B, T, d) -> (B, C_out, L)     |
 | g_θ = h ∘ f ∘ e                   | `TargetModel`                          | x -> prediction                |
 | θ_e / φ_e, θ_f, θ_h               | `.embedder`, `.encoder`, `.predictor`  |                                |
+
+Readout of h_c: the body's own (backbones.Readout, the same module as `SourceModel.readout`, no parameters), so
+the head, MoNA's outer loss and the probe pool alike: the mean over the N' tokens for Swin-B (App. A.2) and the
+BERT-family; the final-norm class token for ViT/CLIP. h_c therefore consumes `encoder(tokens, return_prefix=True)`
+(`ClassificationHead.return_prefix = True`; the dense heads' is False: they keep the patch tokens), and
+`TargetModel.forward` asks the encoder for what its predictor consumes.
+DEVIATION from App. A.2 (average pooling): ViT/CLIP bodies read the class token, as their pretraining read them
+(backbones.py's docstring); App. A.2's average pooling describes Swin-B, which has no class token.
 
 Initialisation (library defaults, as ORCA): the classification Linear keeps PyTorch's
 default init (ORCA creates a plain `nn.Linear`); the dense decoder conv gets normal(0, 0.02), bias 0,
@@ -33,6 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from backbones import masked_mean
 from embedders import build_embedder, init_embedder_from_source
 
 
@@ -48,17 +57,26 @@ RGB_CHANNELS = 3          # the SimMIM decoder reconstructs 3 channels before th
 # h_c: classification (App. A.2, first bullet of the predictor part)
 # ---------------------------------------------------------------------------------------------------
 class ClassificationHead(nn.Module):
-    """h_c: mean over the N' tokens, then Linear(d, K). (B, N', d) -> (B, K)."""
+    """h_c: the body's readout, then Linear(d, K). (B, P+N', d) -> (B, K).
 
-    def __init__(self, feature_dim: int, num_classes: int):
+    `readout`: a parameter-free module (feats, attention_mask) -> (B, d), the body's backbones.Readout
+    (build_predictor passes `source.feature_pool`); None = the mean over all tokens given. The input is
+    `encoder(tokens, return_prefix=True)` (class attribute `return_prefix`)."""
+
+    return_prefix = True
+
+    def __init__(self, feature_dim: int, num_classes: int, readout: nn.Module | None = None):
         super().__init__()
         if num_classes < 1:
             raise PredictorError(f"ClassificationHead: num_classes must be >= 1, got {num_classes}")
+        if readout is not None and any(True for _ in readout.parameters()):
+            raise PredictorError("ClassificationHead: the readout must have no parameters (it is not part of θ_h)")
         self.linear = nn.Linear(feature_dim, num_classes)
+        self.readout = readout
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        # z̄ = (1/N') Σ_n z_n
-        z_bar = z.mean(dim=1)                                                  # (B, d)
+    def forward(self, z: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # z̄ = (1/N') Σ_n z_n (App. A.2; real tokens only under a mask), or z_cls for ViT/CLIP (DEVIATION above)
+        z_bar = masked_mean(z, attention_mask) if self.readout is None else self.readout(z, attention_mask)  # (B, d)
         # logits = W_h z̄ + b_h
         return self.linear(z_bar)                                              # (B, K)
 
@@ -77,6 +95,8 @@ class DenseHead2D(nn.Module):
     averaged to the task resolution `out_size` (AdaptiveAvgPool2d; it also upsamples, e.g. 224 -> 512).
     Swin-B: grid (7, 7), s = 32, 3·s² = 3072, map 224²; ViT-B/16: grid (14, 14), s = 16, map 224².
     """
+
+    return_prefix = False                                                     # patch tokens only
 
     def __init__(self, feature_dim: int, grid: tuple[int, int], output_stride: int, out_channels: int,
                  out_size: tuple[int, int]):
@@ -130,6 +150,8 @@ in ORCA.)
     value at its own position. For C_out = 1 (every 1D task of the paper) the two are identical.
     """
 
+    return_prefix = False
+
     def __init__(self, out_channels: int, stack_num: int, seq_len: int):
         super().__init__()
         if seq_len % stack_num != 0:
@@ -156,12 +178,12 @@ in ORCA.)
 def build_predictor(source, spec, stack_num: int | None = None) -> nn.Module:
     """θ_h for task `spec` (a data.TaskSpec) on body `source` (a backbones.SourceModel).
 
-    point -> ClassificationHead(source.feature_dim, spec.num_classes)
+    point -> ClassificationHead(source.feature_dim, spec.num_classes, readout=source.feature_pool)
     dense, 2d -> DenseHead2D(d, grid = image_size / output_stride, output_stride, C_out, (H, W))
     dense, 1d -> DenseHead1D(C_out, stack_num, L); stack_num from the 1D embedder.
     """
     if spec.output == "point":
-        return ClassificationHead(int(source.feature_dim), int(spec.num_classes))
+        return ClassificationHead(int(source.feature_dim), int(spec.num_classes), readout=source.feature_pool)
     if spec.output != "dense":
         raise PredictorError(f"task {spec.name!r}: output must be 'point' or 'dense', got {spec.output!r}")
     out_shape = tuple(int(v) for v in spec.output_shape)
@@ -187,15 +209,27 @@ class TargetModel(nn.Module):
 
     `.embedder` is θ_e (φ_e in stage 1), `.encoder` is θ_f, `.predictor` is θ_h. state_dict keys are
     "embedder.*", "encoder.*" (same names as SourceModel.encoder.state_dict()), "predictor.*".
+    The encoder returns what the predictor consumes: `encoder(tokens, return_prefix=predictor.return_prefix)`
+    (h_c: with ViT/CLIP's class token; dense heads: patch tokens). `feature_pool` is the body's parameter-free
+    backbones.Readout (None if not given); `readout(feats, attention_mask)` pools source features like the body.
     """
 
-    def __init__(self, embedder: nn.Module, encoder: nn.Module, predictor: nn.Module):
+    def __init__(self, embedder: nn.Module, encoder: nn.Module, predictor: nn.Module,
+                 feature_pool: nn.Module | None = None):
         super().__init__()
         self.embedder, self.encoder, self.predictor = embedder, encoder, predictor
+        self.feature_pool = feature_pool
+
+    def readout(self, feats: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The body's pooled feature (B, d) of encoder(tokens, attention_mask, return_prefix=True)."""
+        if self.feature_pool is None:
+            return masked_mean(feats, attention_mask)
+        return self.feature_pool(feats, attention_mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.embedder(x)                                              # (B, N, D)
-        features = self.encoder(tokens)                                        # (B, N', d)
+        # h_c gets (B, P + N', d) (ViT/CLIP's class token included), dense heads (B, N', d)
+        features = self.encoder(tokens, return_prefix=getattr(self.predictor, "return_prefix", False))
         return self.predictor(features)                                        # (B, K) or (B, K, ...)
 
 
@@ -222,4 +256,4 @@ def build_target_model(spec, source, *, init: str = "random") -> TargetModel:
     if init == "source":
         init_embedder_from_source(embedder, source)
     predictor = build_predictor(source, spec, stack_num=getattr(embedder, "stack_num", None))
-    return TargetModel(embedder, source.encoder, predictor)
+    return TargetModel(embedder, source.encoder, predictor, feature_pool=source.feature_pool)

@@ -18,13 +18,14 @@ CIFAR-10's train split carries data.py's once-drawn crop/flip (as the outer loss
 
 Paper symbol -> code name -> shape
   {x^s_i, y^s_i}                         surrogate train / test split (data.load_source_surrogate)  (n, 3, 32, 32), (n,)
-  f^s_i = f(e(x^s_i; θ^S_e0); θ^S_f0)    extract_features(source, ds) (pretrained encoder)  (n, d)
+  f^s_i = readout f(e(x^s_i; θ^S_e0); θ^S_f0)  extract_features(source, ds) (pretrained encoder)  (n, d)
   f^s_i(M_t) = f(e(x^s_i; θ^S_e0); θ^T_f) the same after load_encoder(ckpt) swaps in θ^T_f   (n, d)
   DB index (Fig. 2)                      davies_bouldin(feats, labels)                        float
   linear probing error (Fig. 3)          linear_probe_error(...)                              percent
 
-Encoder features are (B, N', d) tokens; we mean-pool them over tokens to one d-vector per image (the paper
-does not say how it pools; mean pooling is what the classification head of App. A.2 uses).
+Encoder features are (B, N', d) tokens; we pool them with the body's one readout `source.readout` (the paper
+does not say how it pools; it is what the classification head of App. A.2 uses: the mean over (real) tokens for
+Swin and BERT-family bodies; a padded CoNLL-2003 batch passes its attention mask).
 Core functions need numpy + scikit-learn; matplotlib is imported only where a picture is drawn (Agg canvas,
 no pyplot state); torch and the sibling modules only in the feature extraction and the command line
 (`python probe.py --checkpoint A.pt B.pt ...`: `get_parser`, `main`). The command line uses argparse like
@@ -188,10 +189,12 @@ def bar_chart(names, errors, path, reference=None, *, title=None,
 
 
 def extract_features(source, dataset, *, batch_size=64, max_samples=None, device=None):
-    """f^s_i = mean over tokens of f(e(x^s_i; θ^S_e0); θ_f) -> (features (n, d) float32, labels (n,) int64).
+    """f^s_i = readout(f(e(x^s_i; θ^S_e0); θ_f)) -> (features (n, d) float32, labels (n,) int64).
 
-    `source` is a backbones.SourceModel: its source_embedder (θ^S_e0, always the pretrained one) and
-    whatever encoder it holds (θ^S_f0, or θ^T_f after load_encoder).
+    `source` is a backbones.SourceModel: its source_embedder (θ^S_e0, always the pretrained one), whatever
+    encoder it holds (θ^S_f0, or θ^T_f after load_encoder) and its one readout `source.readout` (the pooled
+    feature of the classification head: masked mean over real tokens for Swin / BERT-family, the documented
+    choice for ViT/CLIP). A padded text surrogate (`dataset.pad_id`) passes the attention mask ids != pad_id.
     """
     import torch
 
@@ -199,12 +202,15 @@ def extract_features(source, dataset, *, batch_size=64, max_samples=None, device
     source.to(device).eval()
     n = len(dataset) if max_samples is None else min(len(dataset), int(max_samples))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
+    pad_id = getattr(dataset, "pad_id", None)
     feats, labels = [], []
     with torch.no_grad():
         for x, y in loader:
-            f = source.source_features(x.to(device))  # (B, N', d) = f(e(x; θ^S_e0); θ_f)
-            feats.append(f.float().mean(1).cpu().numpy())  # (B, d) mean over the N' tokens
-            labels.append(np.asarray(y).reshape(len(f)))
+            x = x.to(device)
+            mask = None if pad_id is None else x != pad_id  # (B, T) 1 = real token; images: no mask
+            f = source.encoder(source.source_embedder(x), attention_mask=mask, return_prefix=True)  # (B, P+N', d)
+            feats.append(source.readout(f, mask).float().cpu().numpy())  # (B, d) the body's pooled feature
+            labels.append(np.asarray(y).reshape(len(x)))
     return np.concatenate(feats), np.concatenate(labels).astype(np.int64)
 
 

@@ -12,6 +12,7 @@ encoder at the virtually updated weights (Alg. 1, stage 1); paper §2.2 / Fig. 3
 |------------------------------------|-----------------------------|--------------------------------------------|
 | x^s (2D bodies)                    | `_cifar10` -> SourceDataset | (3, 32, 32) float32, CIFAR-10 mean/std     |
 | x^s (1D bodies)                    | `_conll` -> SourceDataset   | input_ids (CONLL_SEQ_LEN,) int64           |
+| padding of x^s (1D)                | `SourceDataset.pad_id`      | int: attention_mask = (ids != pad_id)      |
 | y^s                                | `SourceDataset.labels`      | int64 (): class 0..9 / PER, ORG, LOC, MISC |
 | no files                           | `_synthetic_source`         | the same shapes, seeded                    |
 | positive pairs (Alg. 1 outer loss) | `ClassBalancedBatchSampler` | k classes × m >= 2 samples per batch       |
@@ -37,6 +38,7 @@ from splits import IndexedDataset
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)    # ORCA's constants
 CONLL_TYPES = ("PER", "ORG", "LOC", "MISC")        # source labels 0..3 of the CoNLL-2003 surrogate
 CONLL_SEQ_LEN = 32                                 # the 32 of ORCA's text_xs_32.npy (`load_text`)
+SYNTHETIC_PAD_ID = 1                               # synthetic CoNLL ids: <s>=0, </s>=2, tokens >= 3; 1 never occurs
 SOURCE_SPLITS = ("train", "test")                  # load_source_surrogate(split=...): outer loss / probe test
 CONLL_FILES = {"train": ("eng.train", "train.txt"), "test": ("eng.testb", "test.txt")}   # original / Hub export
 CIFAR10_DOWNLOAD = Download("cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
@@ -47,10 +49,12 @@ CIFAR10_DOWNLOAD = Download("cifar-10-python.tar.gz", "https://www.cs.toronto.ed
 # Source surrogates (stage 1 outer loss): CIFAR-10 (2D bodies) and CoNLL-2003 (1D bodies)
 # --------------------------------------------------------------------------------------------------
 class SourceDataset(IndexedDataset):
-    """(x^s, y^s) pairs held in memory; `labels` for ClassBalancedBatchSampler."""
+    """(x^s, y^s) pairs held in memory; `labels` for ClassBalancedBatchSampler. Token sources (CoNLL-2003 and
+    its synthetic stand-in) set `pad_id`, the id that marks padding: attention_mask = (ids != pad_id); None for
+    images."""
 
-    def __init__(self, x: torch.Tensor, y: np.ndarray):
-        self.x, self._labels = x, np.asarray(y, np.int64)
+    def __init__(self, x: torch.Tensor, y: np.ndarray, pad_id: int | None = None):
+        self.x, self._labels, self.pad_id = x, np.asarray(y, np.int64), pad_id
         self.idx = np.arange(len(y), dtype=np.int64)
 
     def _item(self, r):
@@ -130,7 +134,8 @@ def conll_mentions(path: str) -> list[tuple[list[str], list[str], int]]:
 def _conll(data_dir, tokenizer, max_samples, seed, seq_len, split="train"):
     """One sample per entity mention of the split's file (CONLL_FILES: eng.train / eng.testb, or the Hub
     export's train.txt / test.txt): input_ids = tokenizer(mention, sentence) as a pair, truncated/padded to
-    seq_len (RoBERTa: <s> mention </s></s> sentence </s> <pad>...), label = its type (PER, ORG, LOC, MISC).
+    seq_len (RoBERTa: <s> mention </s></s> sentence </s> <pad>...), label = its type (PER, ORG, LOC, MISC);
+    `pad_id` = the tokenizer's pad_token_id.
     DEVIATION from ORCA's undocumented text_xs_32 features (`load_text`): an entity-typing formulation of
     CoNLL-2003 with whole-sample labels; we return token ids, the frozen source embedder makes the features."""
     origin = ("CoNLL-2003 (https://www.clips.uantwerpen.be/conll2003/ner/ annotations + Reuters RCV1 text, or the "
@@ -143,6 +148,10 @@ def _conll(data_dir, tokenizer, max_samples, seed, seq_len, split="train"):
     if tokenizer is None:
         raise DataError("source 'conll2003': pass tokenizer= (the source model's, e.g. roberta-base's "
                         "AutoTokenizer) to turn the text into input_ids")
+    pad_id = getattr(tokenizer, "pad_token_id", None)
+    if pad_id is None:
+        raise DataError("source 'conll2003': the tokenizer has no pad token (pad_token_id is None); the surrogate "
+                        f"pads every sample to {seq_len} ids and marks padding with it")
     mentions = conll_mentions(path)
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(mentions), min(max_samples, len(mentions)), replace=False))
@@ -156,14 +165,15 @@ def _conll(data_dir, tokenizer, max_samples, seed, seq_len, split="train"):
                             "(it must support truncation and padding='max_length')")
         ids.append(row)
         labels.append(lab)
-    return SourceDataset(torch.tensor(ids, dtype=torch.int64), np.asarray(labels))
+    return SourceDataset(torch.tensor(ids, dtype=torch.int64), np.asarray(labels), pad_id=int(pad_id))
 
 
 def _synthetic_source(source, n, seed, vocab_size, seq_len, split="train"):
     """n samples, balanced classes, of a seeded class-conditional distribution that both splits share:
     cifar10 x = template_y + 0.5 ε (templates from `seed` only, not from n or the split); conll2003 ids drawn
     half from the class's own band of the vocabulary. The split only picks the seed of the draw (labels, noise),
-    so a probe trained on the train split generalises to the test split."""
+    so a probe trained on the train split generalises to the test split. conll2003: no padding; `pad_id` =
+    SYNTHETIC_PAD_ID, an id the synthetic tokens never use."""
     k = 10 if source == "cifar10" else len(CONLL_TYPES)
     rng = np.random.default_rng([seed, 104729, SOURCE_SPLITS.index(split) + 1])   # this split's draw
     y = np.arange(n) % k
@@ -180,7 +190,7 @@ def _synthetic_source(source, n, seed, vocab_size, seq_len, split="train"):
     other = rng.integers(3, vocab_size, (n, seq_len - 2))
     body = np.where(rng.random((n, seq_len - 2)) < 0.5, own, other)
     x = np.concatenate([np.zeros((n, 1), np.int64), body, np.full((n, 1), 2)], 1)   # <s>=0 ... </s>=2
-    return SourceDataset(torch.from_numpy(x.astype(np.int64)), y)
+    return SourceDataset(torch.from_numpy(x.astype(np.int64)), y, pad_id=SYNTHETIC_PAD_ID)
 
 
 # --------------------------------------------------------------------------------------------------

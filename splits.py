@@ -1,18 +1,20 @@
-"""Dataset views, validation splits and the training-split normaliser for MoNA (Ma et al., ICML 2024,
+"""Dataset views, the two split protocols and the training-split normaliser for MoNA (Ma et al., ICML 2024,
 arXiv 2406.18864).
 
 Paper map
 ---------
 App. A.1 gives each task's data and Tables 9 / 11 its training budget; the paper does not say how a model is
-selected. Here every task has a validation split for model selection and the test split only gives the final
-number (the rule per task, and why, is under "Splits" in data.py's docstring). These are the pieces the readers
-share to build their splits.
+selected. Two protocols (the table per task is "Protocols" in data.py's docstring): "paper" trains on what ORCA
+trained on (train + validation merged, no validation split) and "strict" holds out a validation split for model
+selection, so the test split only gives the final number. These are the pieces the readers share to build them.
 
 | what                                                  | code                                            |
 |-------------------------------------------------------|-------------------------------------------------|
 | a split = rows `idx` of a store; `subset` composes    | `IndexedDataset`, `ArrayDataset`                |
+| several arrays read as one store (train + val merged) | `ConcatRows`                                    |
 | NB360's published cut: first 80 % train, the rest val | `_nb360_tail` (1)                               |
 | a seeded carve where no validation split is published | `_carve`, `SPLIT_SEED`                          |
+| the protocol names; an empty split as one line        | `PROTOCOLS`, `_check_protocol`, `_need`         |
 | z = (v − μ)/(σ + eps), μ and σ point-wise over the training samples | `_unit_gaussian`, `NORM_EPS` (2)  |
 | its decode, v = z·(σ + eps) + μ                       | `GaussianDecoder` (2)                           |
 (1) NAS-Bench-360 `backbone/data_utils/load_data.py: load_cifar100_train_data, load_scifar100_data` (val_split 0.2).
@@ -26,6 +28,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fileio import DataError
+
+PROTOCOLS = ("paper", "strict")   # paper: ORCA's training set, no validation; strict: a held-out validation split
 SPLIT_SEED = 0                 # validation carve: the same split for every run and seed
 NORM_EPS = 1e-5                # UnitGaussianNormalizer eps (FNO / ORCA)
 
@@ -82,6 +87,26 @@ class ArrayDataset(IndexedDataset):
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), _y_tensor(self.y[r], self.y_kind)
 
 
+class ConcatRows:
+    """Rows of several arrays (or memory maps) read as one store, without copying them: row r of the whole is
+    row r − offset of the part holding it. `np.asarray(store)` concatenates (used for small label arrays)."""
+
+    def __init__(self, *parts):
+        self.parts = parts
+        self.ends = np.cumsum([len(p) for p in parts])
+
+    def __len__(self):
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def __getitem__(self, r):
+        k = int(np.searchsorted(self.ends, r, side="right"))
+        return self.parts[k][r - (int(self.ends[k - 1]) if k else 0)]
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.concatenate([np.asarray(p) for p in self.parts])
+        return a if dtype is None else a.astype(dtype)
+
+
 class GaussianDecoder(torch.nn.Module):
     """ORCA's UnitGaussianNormalizer.decode as a module: z·(σ + eps) + μ, σ/μ point-wise over training targets."""
 
@@ -115,3 +140,18 @@ def _carve(n: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(SPLIT_SEED).permutation(n)
     n_val = min(max(1, int(round(val_fraction * n))), n - 1)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _check_protocol(protocol) -> str:
+    if protocol not in PROTOCOLS:
+        raise DataError(f"protocol must be one of {', '.join(PROTOCOLS)} (train.py --protocol), got {protocol!r}")
+    return protocol
+
+
+def _need(task: str, path, protocol: str, counts: dict, need: str = "") -> None:
+    """One-line DataError when a split built from `path` is empty; counts = {split: number of samples}."""
+    empty = [k for k, v in counts.items() if v is not None and v == 0]
+    if empty:
+        found = ", ".join(f"{k} {v}" for k, v in counts.items() if v is not None)
+        raise DataError(f"task '{task}': {path} gives an empty {' and '.join(empty)} split under the {protocol} "
+                        f"protocol ({found} samples){'; ' + need if need else ''}")

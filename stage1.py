@@ -23,13 +23,21 @@ Paper map
 | θ^S_e0       | `source.source_embedder` (frozen)      |                                                |
 | x^t, y^t     | `x`, `y`                               | (B, C, ...) and the task's target              |
 | e(x^s; θ^S_e0), y^s | `src_tokens`, `ys`              | (B_s, N, D), (B_s,)                            |
-| f_i^s        | `pooled_normalised(feats)`             | (B_s, d), unit rows                            |
+| (1D source) real tokens | `src_mask` = (ids != pad_id), None for 2D | (B_s, T) bool                       |
+| f_i^s        | `pooled_normalised(source.readout(feats, src_mask))` | (B_s, d), unit rows              |
 | α, λ, β, K   | `--alpha`, `--lam`, `--stage1-lr`, `--inner-steps` | scalars                            |
 
 Which parameters stage 1 trains: the paper (Alg. 1) updates only the target embedder φ_e. We do the same
 by default for MoNA and Emb: the predictor θ_h stays at its random initialisation during stage 1 (it is
 used inside L_inner, not updated) and is then trained in stage 2. `--stage1-train-head` also meta-learns
 θ_h (meta.py differentiates whatever is in `phi`, second-order term included).
+
+Source features: a CoNLL-2003 source batch is padded to a fixed length, so the encoder gets the attention
+mask (ids != pad_id) and the features are pooled by the body's one readout, `source.readout` (masked mean
+over real tokens for Swin / BERT-family, the documented choice for ViT/CLIP), the readout of the
+classification head; image sources have no padding and pass no mask.
+
+Target batch: `--stage1-batch-size` target samples per step (default: the stage-2 batch size; train.py).
 """
 from __future__ import annotations
 
@@ -73,10 +81,18 @@ def load_surrogate(cfg: dict, spec, source):
     return ds, labels
 
 
+def source_mask(ds, xs: torch.Tensor):
+    """(B, T) attention mask of a batch of source token ids, 1 = real token: (ids != ds.pad_id) for a padded
+    text surrogate; None for image sources (nothing is padded)."""
+    pad_id = getattr(ds, "pad_id", None)
+    return None if pad_id is None else xs != pad_id
+
+
 def source_batches(surrogate, source, cfg: dict, m: dict, seed: int):
     """Endless class-balanced batches of the source surrogate (ds, labels), as source tokens e(x^s; θ^S_e0)
-    from the frozen source embedder, with labels y^s; every batch holds ≥ 2 samples of each of its classes.
-    The order depends only on `seed` (and the rank), so a resumed epoch sees the same source batches."""
+    from the frozen source embedder, their attention mask (None for images) and labels y^s; every batch holds
+    ≥ 2 samples of each of its classes. The order depends only on `seed` (and the rank), so a resumed epoch
+    sees the same source batches."""
     import data
     ds, labels = surrogate
     k = min(cfg["source_classes"], len(set(labels)))
@@ -85,9 +101,10 @@ def source_batches(surrogate, source, cfg: dict, m: dict, seed: int):
         for idx in sampler:
             xs, ys = zip(*(ds[i] for i in idx))
             xs, ys = torch.stack(xs).to(m["device"]), torch.as_tensor(ys).to(m["device"])
+            mask = source_mask(ds, xs)                 # (B_s, T) 1 = real token, or None
             with torch.no_grad():                      # θ^S_e0 is frozen and independent of φ
                 tokens = source.source_embedder(xs)
-            yield tokens, ys                           # (yield outside no_grad: it would leak to the caller)
+            yield tokens, mask, ys                     # (yield outside no_grad: it would leak to the caller)
 
 
 def load_tokenizer(cfg: dict):
@@ -103,49 +120,51 @@ def load_tokenizer(cfg: dict):
                        f"local folder holding it with --weights, or use --synthetic-data") from None
 
 
-def pooled_normalised(feats: torch.Tensor) -> torch.Tensor:
-    # §3.2: "normalize these features onto a unit sphere": f_i^s = pool(f(e(x_i^s))) / ‖·‖₂   (B, d)
-    return F.normalize(feats.mean(dim=1), dim=-1)
+def pooled_normalised(pooled: torch.Tensor) -> torch.Tensor:
+    # §3.2: "normalize these features onto a unit sphere": f_i^s = readout(f(e(x_i^s))) / ‖·‖₂   (B, d)
+    return F.normalize(pooled, dim=-1)
 
 
 # --------------------------------------------------------------------------------------------------
 # Stage 1: MoNA (Alg. 1) and Emb (§2.2); both train φ with the encoder at θ^S_f0
 # --------------------------------------------------------------------------------------------------
-def mona_losses(model, x, y, src_tokens, ys, task_loss, outer_fn, cfg: dict, device):
-    """The two callables meta.py differentiates, built from our modules with functional_call:
-    inner_loss(θ_f, φ) = L_inner = ℓ(h(f(e(x^t; φ_e); θ_f); θ_h), y^t)            (Eq. 1, 2)
-    outer_loss(θ_f)    = L_outer({normalise(pool f(e(x^s; θ^S_e0); θ_f))}, y^s)  (Eq. 4)"""
-    enc, emb, head = model.encoder, model.embedder, model.predictor
-    head_fixed = dict(head.named_parameters())       # θ_h: fixed in stage 1 unless it is part of φ
+def source_features(encoder, theta_f: dict, source, src_tokens, src_mask, cfg: dict, device) -> torch.Tensor:
+    """f_i^s = normalise(readout(f(e(x^s; θ^S_e0); θ_f))) with θ_f swapped in by functional_call   (B_s, d)."""
+    with autocast(cfg, device):
+        # f(e(x^s; θ^S_e0); θ_f), prefix tokens kept for the readout   (B_s, P + N', d)
+        feats = functional_call(encoder, theta_f, (src_tokens,),
+                                {"attention_mask": src_mask, "return_prefix": True})
+    return pooled_normalised(source.readout(feats.float(), src_mask))
 
+
+def mona_losses(model, source, x, y, src_tokens, src_mask, ys, task_loss, outer_fn, cfg: dict, device):
+    """The two callables meta.py differentiates, built from our modules with functional_call:
+    inner_loss(θ_f, φ) = L_inner = ℓ(h(f(e(x^t; φ_e); θ_f); θ_h), y^t)                 (Eq. 1, 2)
+    outer_loss(θ_f)    = L_outer({normalise(readout f(e(x^s; θ^S_e0); θ_f))}, y^s)    (Eq. 4)"""
     def inner_loss(theta_f: dict, phi: dict) -> torch.Tensor:
-        emb_p = {k[len("embedder."):]: v for k, v in phi.items() if k.startswith("embedder.")}
-        head_p = {k[len("predictor."):]: v for k, v in phi.items() if k.startswith("predictor.")} or head_fixed
+        # θ_f and φ ("embedder.*", and "predictor.*" with --stage1-train-head) swapped into the target model;
+        # θ_h stays the model's own (fixed in stage 1) unless it is part of φ
+        params = {**{f"encoder.{k}": v for k, v in theta_f.items()}, **phi}
         with autocast(cfg, device):
-            tokens = functional_call(emb, emb_p, (x,))          # e(x^t; φ_e)            (B, N, D)
-            feats = functional_call(enc, theta_f, (tokens,))   # f(·; θ_f)              (B, N', d)
-            out = functional_call(head, head_p, (feats,))      # h(·; θ_h)              (B, K) or dense
+            out = functional_call(model, params, (x,))         # g_θ(x^t) = h(f(e(x^t; φ_e); θ_f); θ_h)
         return task_loss(out.float(), y)                       # Eq. (1): ℓ(g_θ(x^t), y^t)
 
     def outer_loss(theta_f: dict) -> torch.Tensor:
-        with autocast(cfg, device):
-            feats = functional_call(enc, theta_f, (src_tokens,))  # f(e(x^s; θ^S_e0); θ_f)   (B_s, N', d)
-        return outer_fn(pooled_normalised(feats.float()), ys)    # Eq. (4), minimisation form
+        # Eq. (4), minimisation form, on f_i^s = normalise(readout(f(e(x^s; θ^S_e0); θ_f)))
+        return outer_fn(source_features(model.encoder, theta_f, source, src_tokens, src_mask, cfg, device), ys)
 
     return inner_loss, outer_loss
 
 
-def cached_outer_grad(model, batches, outer_fn, cfg: dict, m: dict, n_batches: int = 16) -> dict:
+def cached_outer_grad(model, source, batches, outer_fn, cfg: dict, m: dict, n_batches: int = 16) -> dict:
     """v = ∇_θf L_outer(θ^S_f0), averaged over source batches. In stage 1 the encoder stays at θ^S_f0,
     so v does not depend on φ (App. A.3, Eq. 9): computed once and reused by every Taylor step."""
     theta = {k: p.detach().requires_grad_() for k, p in model.encoder.named_parameters()}
     v = {k: torch.zeros_like(p) for k, p in theta.items()}
     for _ in range(n_batches):
-        src_tokens, ys = next(batches)
-        with autocast(cfg, m["device"]):
-            feats = functional_call(model.encoder, theta, (src_tokens,))
-        g = torch.autograd.grad(outer_fn(pooled_normalised(feats.float()), ys), list(theta.values()),
-                                allow_unused=True, materialize_grads=True)
+        src_tokens, src_mask, ys = next(batches)
+        f_s = source_features(model.encoder, theta, source, src_tokens, src_mask, cfg, m["device"])
+        g = torch.autograd.grad(outer_fn(f_s, ys), list(theta.values()), allow_unused=True, materialize_grads=True)
         for k, gk in zip(theta, g):
             v[k] += gk / n_batches                             # v = mean_b ∇_θf L_outer^b(θ_f0)
     all_reduce_mean_(v.values(), m)
@@ -168,13 +187,13 @@ def stage1(cfg: dict, m: dict, model, source, td, spec, state: dict, log, *, kin
     surrogate = load_surrogate(cfg, spec, source) if kind == "mona" else None
     v = None
     if kind == "mona" and cfg["cache_outer_grad"]:
-        v = cached_outer_grad(model, source_batches(surrogate, source, cfg, m, cfg["seed"]), outer_fn, cfg, m)
+        v = cached_outer_grad(model, source, source_batches(surrogate, source, cfg, m, cfg["seed"]), outer_fn, cfg, m)
     start = state["epoch"] + 1 if state.get("stage") == 1 else 0
     model.train()
     for epoch in range(start, cfg["stage1_epochs"]):
         seed_everything(epoch_seed(cfg, 1, epoch))
-        t0, sums, n = time.time(), {}, 0
-        loader = make_loader(td.train, cfg["batch_size"], shuffle=True, seed=epoch_seed(cfg, 1, epoch), m=m,
+        t0, sums, n, samples = time.time(), {}, 0, 0
+        loader = make_loader(td.train, cfg["stage1_batch_size"], shuffle=True, seed=epoch_seed(cfg, 1, epoch), m=m,
                              workers=cfg["workers"])
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
@@ -184,8 +203,9 @@ def stage1(cfg: dict, m: dict, model, source, td, spec, state: dict, log, *, kin
         for x, y in bar:
             x, y = x.to(m["device"]), y.to(m["device"])
             if kind == "mona":
-                src_tokens, ys = next(batches)
-                inner, outer = mona_losses(model, x, y, src_tokens, ys, task_loss, outer_fn, cfg, m["device"])
+                src_tokens, src_mask, ys = next(batches)
+                inner, outer = mona_losses(model, source, x, y, src_tokens, src_mask, ys, task_loss, outer_fn, cfg,
+                                           m["device"])
                 common = dict(theta_f=dict(model.encoder.named_parameters()), phi=phi, alpha=cfg["alpha"],
                               lam=cfg["lam"], hvp=cfg["hvp"], inner_weight=0.0 if cfg["no_inner_loss"] else 1.0)
                 if cfg["meta"] == "exact":                     # Eq. (7): through the virtual step
@@ -210,12 +230,12 @@ def stage1(cfg: dict, m: dict, model, source, td, spec, state: dict, log, *, kin
                 p.grad = grads[k].detach().to(p.dtype)
             opt.step()                                         # φ_e ← φ_e − β ∇_φe L'_outer   (Alg. 1)
             opt.zero_grad(set_to_none=True)
-            n += 1
+            n, samples = n + 1, samples + len(x)
             for k, val in st.items():
                 sums[k] = sums.get(k, 0.0) + float(val)
             bar.set_postfix(loss=f"{st['inner_loss']:.4f}")
-        row = {"stage": 1, "method": kind, "epoch": epoch + 1, "seconds": round(time.time() - t0, 3),
-               **{k: s / max(n, 1) for k, s in sums.items()}}
+        row = {"stage": 1, "method": kind, "epoch": epoch + 1, "steps": n, "samples": samples,
+               "seconds": round(time.time() - t0, 3), **{k: s / max(n, 1) for k, s in sums.items()}}
         log(row, dict(stage=1, epoch=epoch, optimizer=opt.state_dict()))
         barrier(m)
     for p, flag in zip(model.encoder.parameters(), enc_flags):

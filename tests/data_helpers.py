@@ -67,3 +67,31 @@ def _write_pde(tmp_path, name, rng, n=20, T=11):
                 raw[f"{i:04d}"] = f.create_group(f"{i:04d}")["data"] = \
                     rng.standard_normal((T, *s.input_shape[1:], v)).astype(np.float32)
     return raw
+
+
+def _write_cosmic(root, rng, sizes=(("train", 10), ("test", 3))):
+    """cosmic/{train,test}_dirs.npy listing './<split>/f435w_GAL/<k>_img.npy' stacks (3, 256, 256) [image, CR mask,
+    ignore] and a sky.npy per folder (sky_k = 10 k), as ORCA's preprocess_cosmic.py writes them."""
+    root = root / "cosmic"
+    stacks = {}
+    for split, n in sizes:
+        (root / split / "f435w_GAL").mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i in range(n):
+            rel = f"{split}/f435w_GAL/{i + 1}_img.npy"
+            s = np.stack([rng.standard_normal((256, 256)), rng.random((256, 256)) > 0.9, rng.random((256, 256)) > 0.8])
+            np.save(root / rel, s.astype(np.float32))
+            stacks[split, i] = s
+            paths.append("./" + rel)
+        np.save(root / f"{split}_dirs.npy", np.array(paths, dtype=str))
+        np.save(root / split / "f435w_GAL" / "sky.npy", np.arange(1, n + 1, dtype=np.float32) * 10)
+    return stacks
+
+
+def _write_ecg(path, rng, n=30, lengths=(2500, 4000)):
+    """challenge2017.pkl: n records of random length, labels N, A, O, ~ in turn."""
+    recs = [rng.standard_normal(int(rng.integers(*lengths))) * 3 + 1 for _ in range(n)]
+    labels = [["N", "A", "O", "~"][i % 4] for i in range(n)]
+    with open(path, "wb") as f:
+        pickle.dump({"data": recs, "label": labels}, f)
+    return recs, labels

@@ -311,8 +311,219 @@ def test_pretrained_offline_fails_fast(name, monkeypatch, tmp_path):
 def test_import_is_light():
     """No module-level timm / transformers / huggingface_hub import: `import backbones` stays cheap (STYLE §11)."""
     import ast
-    tree = ast.parse(open(backbones.__file__).read())
-    top = [a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names]
-    top += [n.module for n in tree.body if isinstance(n, ast.ImportFrom)]
-    assert not [m for m in top if m.split(".")[0] in ("timm", "transformers", "huggingface_hub", "safetensors")], top
+    import backbone_loading
+    for mod in (backbones, backbone_loading):
+        tree = ast.parse(open(mod.__file__).read())
+        top = [a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names]
+        top += [n.module for n in tree.body if isinstance(n, ast.ImportFrom)]
+        heavy = [m for m in top if m.split(".")[0] in ("timm", "transformers", "huggingface_hub", "safetensors")]
+        assert not heavy, (mod.__name__, heavy)
     assert backbones.BACKBONES["swin_base"].hub_id == "swin_base_patch4_window7_224.ms_in22k"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# pretrained=False (Table 2, Train-from-scratch): the same architecture, the library's own random init, for
+# folders and weights= too (it used to load the checkpoint anyway: --method scratch was a second fine-tuning)
+# ------------------------------------------------------------------------------------------------------------
+def _perturbed(src, seed=7):
+    """Every parameter moved off its initial value, so 'loaded' and 'freshly initialised' cannot coincide (a LayerNorm
+    at 1/0 or a zero bias would otherwise be equal in both)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in src.library_model.parameters():
+            p.add_(0.5 + torch.rand(p.shape, generator=g))
+    return src
+
+
+def _assert_scratch_vs_loaded(scratch, loaded, saved_sd, what):
+    """scratch: same names, shapes and dtypes as the saved body, no parameter equal to the saved one; loaded: all equal."""
+    sd_s, sd_l = scratch.library_model.state_dict(), loaded.library_model.state_dict()
+    assert sd_s.keys() == saved_sd.keys() == sd_l.keys(), what
+    assert all(sd_s[k].shape == saved_sd[k].shape and sd_s[k].dtype == saved_sd[k].dtype for k in saved_sd), what
+    assert all(torch.equal(sd_l[k], saved_sd[k]) for k in saved_sd), what          # pretrained=True: exact
+    params = [k for k, _ in scratch.library_model.named_parameters()]
+    same = [k for k in params if torch.equal(sd_s[k], saved_sd[k])]
+    assert params and not same, f"{what}: scratch body holds {len(same)} checkpoint tensors, e.g. {same[:3]}"
+    enc_s, enc_l = scratch.encoder.state_dict(), loaded.encoder.state_dict()
+    assert {k: v.shape for k, v in enc_s.items()} == {k: v.shape for k, v in enc_l.items()}, what
+
+
+def _save_kind(kind, folder):
+    """A tiny body of `kind` saved to `folder` (save_backbone, or a plain save_pretrained BERT) with moved weights."""
+    torch.manual_seed(3)
+    if kind == "bert_mlm":
+        lib = _tiny_hf(kind)
+        with torch.no_grad():
+            for p in lib.parameters():
+                p.add_(0.5)
+        lib.save_pretrained(folder)
+        return lib.state_dict()
+    src = _perturbed(build_backbone(kind, tiny=True))
+    save_backbone(src, folder)
+    return src.library_model.state_dict()
+
+
+@pytest.mark.parametrize("kind", FAMILIES + ["bert_mlm"])
+def test_scratch_from_folder_is_random(kind, tmp_path):
+    saved = _save_kind(kind, tmp_path / "bb")
+    loaded = build_backbone(str(tmp_path / "bb")).eval()
+    torch.manual_seed(11)
+    scratch = build_backbone(str(tmp_path / "bb"), pretrained=False).eval()
+    _assert_scratch_vs_loaded(scratch, loaded, saved, kind)
+    assert (scratch.name, scratch.tiny, scratch.family) == (loaded.name, loaded.tiny, loaded.family)
+    x = _raw_input(scratch, seed=4)
+    with torch.no_grad():                                       # a working body, not only a bag of tensors
+        f = scratch.source_features(x)
+    assert f.shape == loaded.source_features(x).shape and torch.isfinite(f).all()
+    if kind == "roberta_base":                                  # the MLM decoder stays tied to the word embeddings
+        lib = scratch.library_model
+        assert lib.lm_head.decoder.weight is lib.roberta.embeddings.word_embeddings.weight
+
+
+@pytest.mark.parametrize("name", ["swin_base", "roberta_base"])
+def test_scratch_with_weights_is_random(name, tmp_path):
+    """weights= (a state-dict file, a folder holding it, a library folder with config.json) and pretrained=False: the
+    BACKBONES architecture (or the folder's config), random; pretrained=True loads the same path exactly."""
+    torch.manual_seed(5)
+    src = _perturbed(build_backbone(name, tiny=True))
+    sd = src.library_model.state_dict()
+    if name == "swin_base":
+        from safetensors.torch import save_file
+        (tmp_path / "file").mkdir()
+        save_file(sd, str(tmp_path / "file" / "model.safetensors"))
+        paths = [tmp_path / "file" / "model.safetensors", tmp_path / "file"]
+    else:
+        (tmp_path / "file").mkdir()
+        torch.save(sd, tmp_path / "file" / "pytorch_model.bin")
+        paths = [tmp_path / "file" / "pytorch_model.bin", tmp_path / "file"]
+    paths.append(save_backbone(src, tmp_path / "saved"))        # timm hub-style folder / save_pretrained folder
+    for w in paths:
+        loaded = build_backbone(name, tiny=True, weights=str(w))
+        scratch = build_backbone(name, tiny=True, weights=str(w), pretrained=False)
+        _assert_scratch_vs_loaded(scratch, loaded, sd, str(w))
+    missing = str(tmp_path / "nowhere.safetensors")            # a typo is an error, random init or not
+    _one_line_error(lambda: build_backbone(name, tiny=True, weights=missing, pretrained=False), missing)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Attention masks: padding never changes a real token's feature or the readout (BERT-family); 2D bodies refuse pads
+# ------------------------------------------------------------------------------------------------------------
+def test_masked_mean_against_loop():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 7, 3, generator=g, dtype=torch.float64)
+    mask = torch.rand(4, 7, generator=g) > 0.4
+    mask[1] = False                                             # a row without real tokens -> 0
+    mask[2] = True
+    x[~mask] = float("nan")                                     # a pad's value must not leak in
+    ref = torch.zeros(4, 3, dtype=torch.float64)
+    for b in range(4):
+        rows = [x[b, t] for t in range(7) if mask[b, t]]
+        if rows:
+            ref[b] = sum(rows) / len(rows)
+    for m in (mask, mask.long(), mask.float()):
+        torch.testing.assert_close(backbones.masked_mean(x, m), ref)
+    y = torch.randn(2, 5, 3)
+    assert torch.equal(backbones.masked_mean(y), y.mean(dim=1))         # None: the plain mean, bit for bit
+    torch.testing.assert_close(backbones.masked_mean(y, torch.ones(2, 5)), y.mean(dim=1))
+    with pytest.raises(ValueError, match="attention_mask"):
+        backbones.masked_mean(y, torch.ones(2, 4))
+
+
+def _mention(src, n_real, T, seed=0):
+    """A CoNLL-like mention: <s> word ids </s> (RoBERTa) / [CLS] ids [SEP] (BERT), right-padded with the pad id to T."""
+    cfg = src.library_model.config
+    g = torch.Generator().manual_seed(seed)
+    pad, special = cfg.pad_token_id, {cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id} - {None}
+    words = [int(i) for i in torch.randint(3, cfg.vocab_size, (3 * n_real,), generator=g) if int(i) not in special]
+    ids = [0] + words[:n_real - 2] + [2]
+    return torch.tensor([ids + [pad] * (T - n_real)]), torch.tensor([[1] * n_real + [0] * (T - n_real)])
+
+
+def _hf_body(kind, tmp_path):
+    if kind == "roberta":
+        return build_backbone("roberta_base", tiny=True).eval()
+    _tiny_hf("bert_mlm").save_pretrained(tmp_path / "bert")
+    return build_backbone(str(tmp_path / "bert")).eval()
+
+
+@pytest.mark.parametrize("kind", ["roberta", "bert_mlm"])
+def test_padding_does_not_change_the_readout(kind, tmp_path):
+    torch.manual_seed(0)
+    src = _hf_body(kind, tmp_path)
+    n = 11
+    pooled, unmasked = {}, {}
+    with torch.no_grad():
+        for T in (32, 64):
+            ids, mask = _mention(src, n, T)
+            feats = src.encoder(src.source_embedder(ids), mask, return_prefix=True)      # (1, T, d)
+            # oracle: the library's own forward with the same attention mask (every token, pads included)
+            torch.testing.assert_close(feats, src.library_model.base_model(ids, attention_mask=mask).last_hidden_state,
+                                       atol=ATOL, rtol=0)
+            torch.testing.assert_close(src.logits_from_tokens(src.source_embedder(ids), mask),
+                                       src.library_model(ids, attention_mask=mask).logits, atol=ATOL, rtol=0)
+            pooled[T] = src.readout(feats, mask)
+            torch.testing.assert_close(src.pooled_features(ids, mask), pooled[T])
+            unmasked[T] = src.readout(src.encoder(src.source_embedder(ids), return_prefix=True))
+        # oracle: the unpadded mention, no mask at all
+        alone = src.readout(src.source_features(_mention(src, n, n)[0]))
+    assert pooled[32].shape == (1, src.feature_dim)
+    torch.testing.assert_close(pooled[32], pooled[64], atol=1e-5, rtol=0)
+    torch.testing.assert_close(pooled[32], alone, atol=1e-5, rtol=0)
+    # without the mask the pads are attended to and averaged in: the test can fail
+    assert (unmasked[32] - unmasked[64]).abs().max() > 1e-3
+    assert (unmasked[32] - alone).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["swin_base", "vit_base", "clip_vit_b16"])
+def test_2d_bodies_refuse_padding(name):
+    src = build_backbone(name, tiny=True).eval()
+    x = _raw_input(src)
+    tokens = src.source_embedder(x)
+    ones, holes = torch.ones(tokens.shape[:2]), torch.ones(tokens.shape[:2])
+    holes[0, -1] = 0
+    with torch.no_grad():
+        assert torch.equal(src.encoder(tokens, ones), src.encoder(tokens))
+        assert torch.equal(src.logits_from_tokens(tokens, ones.bool()), src(x))
+        feats = src.encoder(tokens, return_prefix=True)
+        assert torch.equal(src.readout(feats, ones), src.readout(feats))
+    _one_line_error(lambda: src.encoder(tokens, holes), "attention_mask=None")
+    _one_line_error(lambda: src.readout(feats, holes), "attention_mask=None")
+    _one_line_error(lambda: src.encoder(tokens, torch.ones(2, 3)), "attention_mask must be (B, T)")
+
+
+def test_masked_functional_call_double_backward():
+    """functional_call(encoder, θ, (tokens,), {attention_mask, return_prefix}) -> readout, differentiated twice
+    (Eq. 6's virtual step inside the outer loss), against float64 central finite differences; the pads get exactly
+    zero gradient (they are neither attended to nor pooled)."""
+    torch.manual_seed(0)
+    src = build_backbone("roberta_base", tiny=True).double().eval()
+    enc = src.encoder
+    ids = torch.cat([_mention(src, 7, 12, seed=1)[0], _mention(src, 10, 12, seed=2)[0]])
+    mask = ids != src.library_model.config.pad_token_id                              # (2, 12)
+    with torch.no_grad():
+        tok_s = src.source_embedder(ids)                                             # padded source tokens
+        tok_t = src.source_embedder(torch.randint(3, 1000, (2, 12)))                 # "target" tokens
+    theta = {k: p.detach().requires_grad_() for k, p in enc.named_parameters()}
+    W = torch.randn(src.feature_dim, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    y, alpha = torch.tensor([0, 2]), 0.5
+
+    def l_out(th, tokens):
+        feats = functional_call(enc, th, (tokens,), {"attention_mask": mask, "return_prefix": True})
+        return src.readout(feats, mask).pow(2).mean()
+
+    def objective(c, create_graph):
+        li = F.cross_entropy(src.readout(functional_call(enc, theta, (tok_t * c,))) @ W, y)
+        g = torch.autograd.grad(li, list(theta.values()), create_graph=create_graph)
+        # Eq. (6): θ_f* = θ_f − α ∇_θf L_in
+        theta_star = {k: p - alpha * gk for (k, p), gk in zip(theta.items(), g)}
+        return li + l_out(theta_star, tok_s)
+
+    c = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+    (g_meta,) = torch.autograd.grad(objective(c, True), c)
+    eps = 1e-5
+    g_fd = (objective(c.detach() + eps, False) - objective(c.detach() - eps, False)) / (2 * eps)
+    assert math.isclose(g_meta.item(), g_fd.item(), rel_tol=1e-5, abs_tol=1e-9), (g_meta.item(), g_fd.item())
+    # the mask is data, not a parameter: pads do not reach L_out at all
+    tok = tok_s.clone().requires_grad_()
+    (g_tok,) = torch.autograd.grad(l_out(theta, tok), tok)
+    assert g_tok[mask].abs().max() > 0 and torch.equal(g_tok[~mask], torch.zeros_like(g_tok[~mask]))

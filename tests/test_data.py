@@ -1,5 +1,6 @@
-"""Tests for data.py: the task registry against the paper's Tables 9/11 and ORCA's 1D token counts, synthetic
-data, custom data, and the messages for missing files. The native readers have their own tests
+"""Tests for data.py: the task registry against the paper's Tables 9/11, ORCA's 1D token counts and ORCA's
+evaluation settings (src/configs/*.yaml), the two protocols on synthetic and custom data, and the messages for
+missing files and bad arguments. The native readers have their own tests
 (test_nb360.py, test_fsd50k.py, test_pdebench.py, test_sources.py, test_fileio.py)."""
 import os
 import sys
@@ -21,6 +22,7 @@ except ImportError:
     LOSS_KEYS = {"cross_entropy", "bce", "focal", "rel_l2", "mse", "rmse", "nrmse"}
     METRIC_KEYS = {"error", "one_minus_auroc", "one_minus_auroc_binarized", "one_minus_map", "one_minus_f1",
                    "rel_l2", "mae8", "nrmse", "mse"}
+ORCA_METRIC_KEYS = {"mae8_orca", "one_minus_auroc_orca", "one_minus_map_orca"}   # ORCA's definitions (metrics.py)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -60,6 +62,26 @@ def test_registry_matches_paper_tables():
     assert data.TASKS["shallow-water"].warmup_epochs == 10 and data.TASKS["deepsea"].decay_epochs == 25
 
 
+ORCA_EVAL = {   # ORCA src/configs/<task>.yaml: eval_batch_size, maxsamples; src/task_configs.py: get_metric
+    "cifar100": (1000, 128), "spherical": (1000, 128), "ninapro": (1000, 128), "fsd50k": (0, 128),
+    "darcyflow": (1000, 128), "psicov": (1, 64), "cosmic": (1000, 128), "ecg": (1000, 128),
+    "satellite": (1000, 128), "deepsea": (1000, 64), "darcy-pde": (100, 128)}
+
+
+def test_registry_orca_evaluation_fields():
+    for name, s in data.TASKS.items():
+        chunk, maxs = ORCA_EVAL.get(name, (1000, 128))           # the other PDE configs: 1000, 128
+        assert (s.eval_chunk, s.orca_maxsamples) == (chunk, maxs), name
+        assert s.paper_metric is None or s.paper_metric in METRIC_KEYS | ORCA_METRIC_KEYS, name
+        assert isinstance(s.paper_metric_kwargs, dict)
+        assert s.paper_group_reduce == ("mean" if name == "fsd50k" else None), name   # ECG: ORCA scores windows
+    assert {n: s.paper_metric for n, s in data.TASKS.items() if s.paper_metric} == {
+        "psicov": "mae8_orca", "deepsea": "one_minus_auroc_orca", "fsd50k": "one_minus_map_orca"}
+    assert {n for n, s in data.TASKS.items() if s.orca_test} == {
+        "cosmic", "ecg", "diffusion-reaction-1d", "diffusion-sorption", "shallow-water", "diffusion-reaction-2d"}
+    assert data.TASKS["cosmic"].metric == "one_minus_auroc_binarized" and not data.TASKS["cosmic"].paper_metric
+
+
 def test_target_seq_len_gives_orca_token_counts():
     for name, tokens in ORCA_TOKENS.items():
         assert data.num_tokens(data.TASKS[name]) == tokens, name
@@ -96,6 +118,41 @@ def test_synthetic_every_task(name):
     assert torch.equal(x0, x1) and torch.equal(y0, y1)
     if td.spec.loss == "bce" and td.spec.output == "dense":
         assert set(torch.unique(y0).tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("name", list(data.TASKS))
+def test_synthetic_paper_protocol(name):
+    td = load_task(name, synthetic=True, seed=3, protocol="paper")
+    st = load_task(name, synthetic=True, seed=3, protocol="strict")
+    assert td.val is None and td.info["sizes"] == (64, 0, 16) and td.info["protocol"] == "paper"
+    assert st.info["sizes"] == (64, 16, 16) and st.info["protocol"] == "strict"
+    assert torch.equal(td.train[5][0], st.train[5][0]) and torch.equal(td.test[5][0], st.test[5][0])
+    for t in (td, st):                           # a synthetic test_orca where ORCA's test treatment differs
+        assert (t.test_orca is not None) == bool(td.spec.orca_test)
+        if t.test_orca is not None:
+            assert len(t.test_orca) == 16
+            _check_item(td.spec, *t.test_orca[0])
+    assert load_task(name, synthetic=True).info["protocol"] == "strict"     # the library default
+
+
+def test_bad_protocol_and_empty_synthetic_split():
+    with pytest.raises(DataError, match="protocol must be one of paper, strict.*'bogus'") as e:
+        load_task("cifar100", synthetic=True, protocol="bogus")
+    assert "\n" not in str(e.value)
+    with pytest.raises(DataError, match="custom"):                  # protocol is checked before anything else
+        load_task("custom", protocol="paper")
+    with pytest.raises(DataError, match=r"synthetic_sizes \(8, 0, 4\) gives an empty val split.*train 8, val 0, test 4"):
+        load_task("ecg", synthetic=True, synthetic_sizes=(8, 0, 4))
+    assert load_task("ecg", synthetic=True, synthetic_sizes=(8, 0, 4), protocol="paper").info["sizes"] == (8, 0, 4)
+
+
+def test_concat_rows_reads_parts_as_one_store():
+    a, b = np.arange(6).reshape(3, 2), np.arange(10, 14).reshape(2, 2)
+    c = data.ConcatRows(a, b)
+    assert len(c) == 5 and [c[i].tolist() for i in range(5)] == np.concatenate([a, b]).tolist()
+    assert np.asarray(c).tolist() == np.concatenate([a, b]).tolist()
+    ds = data.ArrayDataset(data.ConcatRows(a[:, None], b[:, None]), data.ConcatRows(np.array([0, 1, 2]), np.array([3, 4])))
+    assert ds.labels.tolist() == [0, 1, 2, 3, 4] and ds[4][0].tolist() == [[12.0, 13.0]]
 
 
 def test_synthetic_signal_is_learnable():
@@ -160,6 +217,25 @@ def test_custom_inference(tmp_path):
     assert (len(td.train), len(td.val)) == (20, 3) and td.info["val_from"] == "published"
 
 
+def test_custom_paper_protocol(tmp_path):
+    rng = np.random.default_rng(15)
+    x, y = rng.standard_normal((20, 2, 50)), rng.integers(0, 3, 20)
+    _save(tmp_path, train_x=x, train_y=y, test_x=x[:4], test_y=y[:4])
+    td, st = load_task("custom", tmp_path, protocol="paper"), load_task("custom", tmp_path)
+    assert td.val is None and td.info["sizes"] == (20, 0, 4) and st.info["sizes"] == (18, 2, 4)
+    assert set(td.train.idx.tolist()) == set(st.train.idx.tolist()) | set(st.val.idx.tolist())
+    assert (td.spec.paper_metric, td.spec.eval_chunk) == (None, 0) and td.test_orca is None
+    xv, yv = rng.standard_normal((3, 2, 50)), np.array([0, 2, 1])            # val files: merged into train
+    _save(tmp_path, val_x=xv, val_y=yv)
+    td = load_task("custom", tmp_path, protocol="paper")
+    assert td.info["sizes"] == (23, 0, 4) and td.train.labels.tolist() == y.tolist() + yv.tolist()
+    assert torch.allclose(td.train[21][0], torch.from_numpy(xv[1]).float()) and int(td.train[21][1]) == 2
+    ym = rng.standard_normal((20, 2, 50))                                    # dense float y through the merge
+    _save(tmp_path, train_y=ym, test_y=ym[:4], val_y=rng.standard_normal((3, 2, 50)))
+    td = load_task("custom", tmp_path, protocol="paper")
+    _check_item(td.spec, *td.train[22])
+
+
 @pytest.mark.parametrize("arrays, pattern", [
     (dict(train_x=np.zeros((5, 2, 8)), train_y=np.zeros(4, int), test_x=np.zeros((2, 2, 8)), test_y=np.zeros(2, int)),
      "train_x.npy has 5 samples but train_y.npy has 4"),
@@ -197,3 +273,15 @@ def test_missing_files_name_path_and_source(tmp_path):
         load_task("ecg")
     with pytest.raises(DataError, match="eng.train"):
         data.load_source_surrogate("conll2003", tmp_path, tokenizer=object())
+
+
+def test_synthetic_psicov_targets_carry_label_padding_that_mae8_can_read():
+    # the synthetic PSICOV test split must look like NB360's: a protein of length L inside 100 Å label padding,
+    # so both MAE8 definitions can infer L (before: every row was "protein" and mae8 refused L = 507)
+    import metrics
+    td = load_task("psicov", synthetic=True, synthetic_sizes=(2, 2, 2), protocol="strict")
+    y = torch.stack([td.test[i][1] for i in range(2)]).numpy()
+    L = metrics._infer_psicov_lengths(y[:, 0], metrics.PSICOV_OFFSET, metrics.PSICOV_PAD_VALUE)
+    assert ((64 <= L) & (L < 400)).all(), L
+    pred = y + 0.5
+    assert np.isfinite(metrics.mae8(pred, y)) and np.isfinite(metrics.METRICS["mae8_orca"](pred, y))

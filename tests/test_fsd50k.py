@@ -5,12 +5,13 @@ import os
 import sys
 
 import numpy as np
+import pytest
 import scipy.io.wavfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fsd50k  # noqa: E402
-from data import load_task  # noqa: E402
+from data import DataError, load_task  # noqa: E402
 from data_helpers import _check_item  # noqa: E402
 
 
@@ -21,8 +22,7 @@ def _write_wav(path, rng, n=22050, freq=None):
     scipy.io.wavfile.write(path, 22050, (a * 20000).astype(np.int16))
 
 
-def test_fsd50k_native(tmp_path):
-    rng = np.random.default_rng(3)
+def _write_fsd(tmp_path, rng):
     root = tmp_path / "fsd50k"
     names = [f"label_{i}" for i in range(200)]
     (root / "chunks").mkdir(parents=True)
@@ -39,6 +39,12 @@ def test_fsd50k_native(tmp_path):
                 rows.append(f'{p},"{labels}",{clip}')
         (root / "chunks" / f"{split}.csv").write_text("\n".join(rows) + "\n")
     _write_wav(root / "noise_22050" / "n0.wav", rng, n=3 * 22050)
+    return root
+
+
+def test_fsd50k_native(tmp_path):
+    rng = np.random.default_rng(3)
+    root = _write_fsd(tmp_path, rng)
     td = load_task("fsd50k", tmp_path, seed=0)
     assert (len(td.train), len(td.val), len(td.test)) == (2, 2, 4)       # train: clips; eval: chunks
     assert td.test.groups.tolist() == [0, 0, 0, 1] and td.spec.group_reduce == "mean"
@@ -62,3 +68,20 @@ def test_log_mel_pure_tone_peaks_at_its_frequency(tmp_path):
         t = np.arange(22050) / 22050
         m = fsd50k.log_mel(np.sin(2 * np.pi * f0 * t).astype(np.float32))
         assert abs(centres[m.mean(1).argmax()] - f0) < 0.1 * f0
+
+
+def test_fsd50k_paper_trains_on_tr_csv_without_val(tmp_path):
+    """ORCA's load_fsd trains on tr.csv only (its val.csv set is returned unused with valid_split False)."""
+    root = _write_fsd(tmp_path, np.random.default_rng(4))
+    st = load_task("fsd50k", tmp_path, seed=0)
+    (root / "chunks" / "val.csv").unlink()                            # not needed by the paper protocol
+    td = load_task("fsd50k", tmp_path, seed=0, protocol="paper")
+    assert td.val is None and td.info["sizes"] == (2, 0, 4) and td.test_orca is None
+    assert td.train.files == st.train.files and torch.equal(td.train[1][0], st.train[1][0])
+    assert td.test.groups.tolist() == st.test.groups.tolist()
+    s = td.spec
+    assert (s.paper_metric, s.paper_group_reduce, s.eval_chunk) == ("one_minus_map_orca", "mean", 0)   # ORCA: clip level, whole set
+    (root / "chunks" / "tr.csv").write_text("files,labels,ext\n")     # a header without rows
+    with pytest.raises(DataError, match="tr.csv gives an empty train split") as e:
+        load_task("fsd50k", tmp_path, protocol="paper")
+    assert "\n" not in str(e.value)

@@ -308,6 +308,76 @@ def test_classification_head_against_mean_linear():
     z_bar = sum(z[:, n] for n in range(5)) / 5                   # average pooling over N' tokens
     ref = z_bar @ head.linear.weight.T + head.linear.bias
     torch.testing.assert_close(head(z), ref)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 0]])      # real tokens only under a mask
+    z_bar = torch.stack([z[b, :int(mask[b].sum())].sum(0) / mask[b].sum() for b in range(2)])
+    torch.testing.assert_close(head(z, mask), z_bar @ head.linear.weight.T + head.linear.bias)
+    assert ClassificationHead.return_prefix and not DenseHead2D.return_prefix and not DenseHead1D.return_prefix
+    with pytest.raises(PredictorError, match="no parameters"):
+        ClassificationHead(7, 3, readout=torch.nn.Linear(7, 7))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Readout: the body's own (Swin / BERT-family mean, ViT/CLIP final-norm class token), one module for all
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("body", ["swin_base", "vit_base", "clip_vit_b16"])
+def test_readout_is_the_checkpoints_own(tiny, body):
+    """Oracle: timm's own pre-logits feature, forward_head(forward_features(x), pre_logits=True) (Swin: average
+    pool; the in21k ViT-B and CLIP ViT-B/16 tags: global_pool "token", fc_norm Identity, i.e. the class token)."""
+    source = tiny[body]
+    lib = source.library_model
+    if body != "swin_base":
+        assert lib.global_pool == "token" and source.feature_pool.pool == "token"
+    x = torch.randn(2, 3, source.image_size, source.image_size)
+    with torch.no_grad():
+        ref = lib.forward_head(lib.forward_features(x), pre_logits=True)         # (B, d)
+        torch.testing.assert_close(source.pooled_features(x), ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("body", ["vit_base", "clip_vit_b16"])
+def test_vit_clip_head_reads_the_class_token(tiny, body):
+    source = tiny[body]
+    model = build_target_model(make_spec("cifar100", "2d", (3, 32, 32), "point", 10), source).eval()
+    seen = []
+    model.predictor.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = model(x)
+        tokens = model.embedder(x)
+        with_prefix = source.encoder(tokens, return_prefix=True)                 # (B, 1 + N, d)
+        (head_in,) = seen
+        assert head_in.shape == (2, 1 + tokens.shape[1], source.feature_dim)
+        assert torch.equal(head_in, with_prefix)
+        cls = with_prefix[:, 0]                                                  # final-norm class token
+        torch.testing.assert_close(out, cls @ model.predictor.linear.weight.T + model.predictor.linear.bias)
+        assert torch.equal(model.readout(with_prefix), cls) and torch.equal(source.readout(with_prefix), cls)
+        # stage 1's functional form: encoder with return_prefix=predictor.return_prefix, then the predictor
+        theta_f = dict(model.encoder.named_parameters())
+        feats = functional_call(model.encoder, theta_f, (tokens,), {"return_prefix": model.predictor.return_prefix})
+        assert torch.equal(model.predictor(feats), out)
+        # patch tokens without the class token are refused, not silently read as "the first token"
+        with pytest.raises(backbones.BackboneError, match="return_prefix=True"):
+            model.predictor(source.encoder(tokens))
+        # dense heads keep the patch tokens
+        dense = build_target_model(make_spec("cosmic", "2d", (1, 128, 128), "dense", (1, 128, 128)), source).eval()
+        y = torch.randn(2, 1, 128, 128)
+        assert torch.equal(dense(y), dense.predictor(source.encoder(dense.embedder(y))))
+
+
+@pytest.mark.parametrize("body", ["swin_base", "roberta_base"])
+def test_mean_readout_heads_unchanged(tiny, body):
+    """Swin and BERT-family point heads compute exactly what they did before the readout existed: Linear of z.mean(1)."""
+    source = tiny[body]
+    if body == "swin_base":
+        spec = make_spec("cifar100", "2d", (3, 32, 32), "point", 10)
+    else:
+        spec = make_spec("ecg", "1d", (1, 1000), "point", 4, 64)
+    model = build_target_model(spec, source).eval()
+    x = torch.randn(2, *spec.input_shape)
+    with torch.no_grad():
+        old = model.predictor.linear(source.encoder(model.embedder(x)).mean(dim=1))
+        assert torch.equal(model(x), old)
+        feats = source.encoder(model.embedder(x), return_prefix=True)
+        assert torch.equal(model.readout(feats), feats.mean(dim=1)) and model.feature_pool is source.feature_pool
 
 
 @pytest.mark.parametrize("K,out_size", [(1, (5, 4)), (2, (9, 13))])

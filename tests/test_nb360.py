@@ -1,7 +1,9 @@
 """Tests for nb360.py: every NAS-Bench-360 task (but FSD50K) read through data.load_task from tiny files
 written here in its native format (keys, dtypes, layouts and transposes of the benchmark's files, as
-NAS-Bench-360's and ORCA's `src/data_loaders.py` read them). Oracles: numpy slicing of the arrays we wrote,
-torch.std for the normalisers, scikit-learn's train_test_split for the ECG records."""
+NAS-Bench-360's and ORCA's `src/data_loaders.py` read them), under both protocols: "strict" (NB360's splits) and
+"paper" (ORCA's training set = strict train ∪ val, augmented throughout; ORCA's test-time treatment in
+test_orca). Oracles: numpy slicing of the arrays we wrote, torch.std for the normalisers, scikit-learn's
+train_test_split for the ECG records, ORCA's slide_and_cut stride rule written out."""
 import gzip
 import os
 import pickle
@@ -15,8 +17,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nb360  # noqa: E402
-from data import load_task  # noqa: E402
-from data_helpers import _check_item, _write_cifar, _write_ninapro  # noqa: E402
+from data import DataError, load_task  # noqa: E402
+from data_helpers import _check_item, _write_cifar, _write_cosmic, _write_ecg, _write_ninapro  # noqa: E402
 
 
 def test_cifar100_native(tmp_path):
@@ -234,3 +236,180 @@ def test_deepsea_native(tmp_path, compressed):
     assert torch.equal(x, torch.from_numpy(arrs["x_test"][2].T.astype(np.float32)))
     assert torch.equal(y, torch.from_numpy(arrs["y_test"][2].astype(np.float32)))
     _check_item(td.spec, x, y)
+
+
+# --------------------------------------------------------------------------------------------------
+# Protocol "paper": ORCA's training set (= strict train ∪ val), no validation split; ORCA's test treatment
+# --------------------------------------------------------------------------------------------------
+def _same_items(a, b):
+    return len(a) == len(b) and all(torch.equal(p, q) for i in range(len(a)) for p, q in zip(a[i], b[i]))
+
+
+def _cifar_candidates(row, mean, std):
+    a = np.pad(row.reshape(3, 32, 32) / 255.0, ((0, 0), (4, 4), (4, 4)))
+    return [((c[:, :, ::-1] if fl else c) - mean) / std for i in range(9) for k in range(9) for fl in (0, 1)
+            for c in [a[:, i:i + 32, k:k + 32]]]
+
+
+def test_cifar100_paper_trains_on_the_whole_file_with_augmentation(tmp_path):
+    rng = np.random.default_rng(20)
+    _write_cifar(tmp_path / "cifar-100-python" / "test", 10, "fine_labels", rng)
+    tr = _write_cifar(tmp_path / "cifar-100-python" / "train", 40, "fine_labels", rng)
+    td = load_task("cifar100", tmp_path, protocol="paper")
+    strict = load_task("cifar100", tmp_path, protocol="strict")
+    assert len(td.train) == 40 and td.val is None and td.info["sizes"] == (40, 0, 10) and td.test_orca is None
+    assert td.info["protocol"] == "paper" and strict.info["sizes"] == (32, 8, 10)
+    assert set(td.train.idx.tolist()) == set(strict.train.idx.tolist()) | set(strict.val.idx.tolist())
+    # a former validation row (36: strict val) gets the training crop + flip (ORCA load_cifar)
+    mean = np.array(nb360.CIFAR100_MEAN)[:, None, None]
+    std = np.array(nb360.CIFAR100_STD)[:, None, None]
+    cands = _cifar_candidates(tr["data"][36], mean, std)
+    plain = ((tr["data"][36].reshape(3, 32, 32) / 255.0) - mean) / std
+    xs = []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        xs.append(td.train[36][0].numpy())
+        assert min(np.abs(c - xs[-1]).max() for c in cands) < 1e-5
+    assert any(np.abs(x - plain).max() > 1e-3 for x in xs)                  # augmented, not the plain image
+    assert torch.allclose(strict.val[4][0], torch.from_numpy(plain).float(), atol=1e-6)   # strict val: plain
+    assert int(td.train[36][1]) == tr["fine_labels"][36]
+
+
+def test_spherical_satellite_paper_whole_train_file(tmp_path):
+    rng = np.random.default_rng(21)
+    d = {s: {"images": rng.integers(0, 256, (n, 3, 60, 60)).astype(np.uint8), "labels": rng.integers(0, 100, n)}
+         for s, n in (("train", 20), ("test", 6))}
+    with gzip.open(tmp_path / "s2_cifar100.gz", "wb") as f:
+        pickle.dump(d, f)
+    np.save(tmp_path / "satellite_train.npy", {"data": rng.standard_normal((30, 46)), "label": rng.integers(1, 25, 30)},
+            allow_pickle=True)
+    np.save(tmp_path / "satellite_test.npy", {"data": rng.standard_normal((5, 46)), "label": rng.integers(1, 25, 5)},
+            allow_pickle=True)
+    for task, n, n_test in (("spherical", 20, 6), ("satellite", 30, 5)):
+        td, st = load_task(task, tmp_path, protocol="paper"), load_task(task, tmp_path)
+        assert td.train.idx.tolist() == list(range(n)) and td.val is None and td.info["sizes"] == (n, 0, n_test)
+        assert set(td.train.idx.tolist()) == set(st.train.idx.tolist()) | set(st.val.idx.tolist())
+        assert _same_items(td.test, st.test)
+
+
+def test_ninapro_deepsea_paper_merge_train_and_val_files(tmp_path):
+    rng = np.random.default_rng(22)
+    _write_ninapro(tmp_path, rng)
+    arrs = {}
+    for s, n in (("train", 8), ("val", 3), ("test", 4)):
+        arrs[f"x_{s}"] = np.eye(4, dtype=np.uint8)[rng.integers(0, 4, (n, 1000))]
+        arrs[f"y_{s}"] = (rng.random((n, 36)) < 0.3).astype(np.uint8)
+    np.savez(tmp_path / "deepsea_filtered.npz", **arrs)
+    for task, sizes in (("ninapro", (16, 0, 5)), ("deepsea", (11, 0, 4))):
+        td, st = load_task(task, tmp_path, protocol="paper"), load_task(task, tmp_path)
+        assert td.val is None and td.info["sizes"] == sizes
+        n_tr = len(st.train)              # ORCA: np.concatenate((train, val)): strict train rows, then val rows
+        assert _same_items(td.train.subset(np.arange(n_tr)), st.train)
+        assert _same_items(td.train.subset(np.arange(n_tr, len(td.train))), st.val)
+        assert td.train.labels is None or td.train.labels.tolist() == st.train.labels.tolist() + st.val.labels.tolist()
+    assert all(isinstance(p, np.memmap) for p in td.train.x.parts)          # DeepSEA's merge reads lazily
+
+
+def test_darcyflow_paper_all_samples_and_small_files(tmp_path):
+    rng = np.random.default_rng(23)
+    a, u = _write_darcy_mat(tmp_path / "piececonst_r421_N1024_smooth1.mat", 7, rng)
+    _write_darcy_mat(tmp_path / "piececonst_r421_N1024_smooth2.mat", 3, rng)
+    with pytest.raises(DataError) as e:                                    # 7 // 10 = 0 validation samples
+        load_task("darcyflow", tmp_path, protocol="strict")
+    msg = str(e.value)
+    assert "\n" not in msg and "piececonst_r421_N1024_smooth1.mat holds 7 samples" in msg and "at least 10" in msg
+    td = load_task("darcyflow", tmp_path, protocol="paper")               # ORCA: all of them train
+    assert td.val is None and td.info["sizes"] == (7, 0, 3) and td.train.idx.tolist() == list(range(7))
+    A = torch.from_numpy(a[:, ::5, ::5][:, :85, :85])
+    U = torch.from_numpy(u[:, ::5, ::5][:, :85, :85])
+    x, _ = td.train[6]                                                     # normalisers fitted on all 7
+    assert torch.allclose(x[0], (A[6] - A.mean(0)) / (A.std(0) + 1e-5), atol=1e-4)
+    assert torch.allclose(td.output_decoder.mean[0], U.mean(0)) and torch.allclose(td.output_decoder.std[0], U.std(0))
+
+
+def test_psicov_paper_trains_on_all_deepcov_proteins(tmp_path):
+    rng = np.random.default_rng(24)
+    root = tmp_path / "protein"
+    ids = [f"d{i}" for i in range(11)]
+    for p in ids:
+        _write_protein(root, "deepcov", p, 12, rng)
+    (root / "deepcov.lst").write_text("\n".join(ids) + "\n")
+    _write_protein(root, "psicov", "p0", 15, rng)
+    (root / "psicov.lst").write_text("p0\n")
+    td, st = load_task("psicov", tmp_path, protocol="paper"), load_task("psicov", tmp_path)
+    assert td.val is None and td.info["sizes"] == (11, 0, 1) and td.test_orca is None
+    assert td.train.ids == ids and set(td.train.ids) == set(st.train.ids) | set(st.val.ids)
+    assert td.train.train and float(td.train[0][1].max()) == 16.0          # d0 (strict val) gets the 16 Å clip
+    assert td.spec.paper_metric == "mae8_orca" and td.spec.orca_maxsamples == 64
+
+
+def test_cosmic_paper_and_test_orca_sky_term(tmp_path):
+    rng = np.random.default_rng(25)
+    stacks = _write_cosmic(tmp_path, rng)
+    td, st = load_task("cosmic", tmp_path, protocol="paper"), load_task("cosmic", tmp_path)
+    assert td.val is None and td.info["sizes"] == (10, 0, 3)
+    assert sorted(td.train.paths) == sorted(st.train.paths + st.val.paths) and td.train.train
+    r = st.val.paths[0]                                                    # a former validation image: sky-augmented
+    i = td.train.paths.index(r)
+    k = int(r.split("/")[-1].split("_")[0]) - 1
+    offset = td.train[i][0][0] - torch.from_numpy(stacks["train", k][0, 64:192, 64:192]).float()
+    assert torch.allclose(offset, offset[0, 0].expand_as(offset), atol=1e-4) and abs(float(offset[0, 0])) > 0
+    for t in (td, st):                                                     # test_orca in both protocols
+        again = load_task("cosmic", tmp_path, protocol=t.info["protocol"]).test_orca
+        assert len(t.test_orca) == len(t.test) == 3
+        for j in range(3):
+            (x, y), (xo, yo) = t.test[j], t.test_orca[j]
+            assert torch.equal(y, yo) and torch.equal(xo, again[j][0])     # same labels; reproducible
+            d = xo - x                                                     # only the sky term: sky_j · U(−0.9, 3)
+            sky = 10.0 * (j + 1)
+            assert torch.allclose(d, d[0, 0, 0].expand_as(d), atol=1e-4)
+            assert -0.9 * sky - 1e-3 <= float(d[0, 0, 0]) <= 3.0 * sky + 1e-3 and abs(float(d[0, 0, 0])) > 1e-3
+    assert torch.equal(td.test_orca[1][0], st.test_orca[1][0])
+
+
+def test_ecg_paper_split_and_test_orca_label_stride(tmp_path):
+    from sklearn.model_selection import train_test_split
+    recs, labels = _write_ecg(tmp_path / "challenge2017.pkl", np.random.default_rng(26), n=40)
+    td, st = load_task("ecg", tmp_path, protocol="paper"), load_task("ecg", tmp_path)
+    tr, te = train_test_split(np.arange(40), test_size=0.1, random_state=0)        # ORCA load_ecg
+    assert td.val is None and set(np.unique(td.train.groups)) == set(tr.tolist())
+    assert set(np.unique(td.test.groups)) == set(te.tolist())
+    stride = {"N": 500, "A": 83, "O": 250, "~": 25}                        # slide_and_cut: 500, 500//6, 500//2, 500//20
+    for t, recs_test in ((td, te), (st, np.unique(st.test.groups))):
+        o = t.test_orca
+        assert o.groups is None and t.spec.paper_group_reduce is None      # ORCA scores windows
+        assert len(o) == sum(len(range(0, len(recs[r]) - 1000, stride[labels[r]])) for r in recs_test)
+        assert sorted(o.windows[:, 0].tolist()) == sorted(
+            r for r in recs_test for _ in range(0, len(recs[r]) - 1000, stride[labels[r]]))
+        x, y = o[len(o) - 1]
+        r, start = o.windows[o.idx[-1]]
+        z = (recs[r] - recs[r].mean()) / recs[r].std()
+        assert torch.allclose(x[0], torch.from_numpy(z[start:start + 1000]).float(), atol=1e-5)
+        assert int(y) == "NAO~".index(labels[r])
+    r = [r for r in tr if labels[r] == "~"][0]                             # training windows: label stride too
+    assert (td.train.groups == r).sum() == len(range(0, len(recs[r]) - 1000, 25))
+
+
+@pytest.mark.parametrize("case", ["cosmic", "ninapro", "cifar100", "ecg"])
+def test_empty_split_is_one_line_naming_file_and_counts(tmp_path, case):
+    rng = np.random.default_rng(27)
+    if case == "cosmic":                       # one training image: the 10 % carve leaves no validation
+        _write_cosmic(tmp_path, rng, (("train", 1), ("test", 2)))
+        path, pattern = "train_dirs.npy", "empty val split.*train 1, val 0"
+    elif case == "ninapro":                    # an empty val file
+        _write_ninapro(tmp_path, rng)
+        np.save(tmp_path / "ninaPro" / "ninapro_val.npy", np.zeros((0, 52, 16)))
+        np.save(tmp_path / "ninaPro" / "label_val.npy", np.zeros(0, int))
+        path, pattern = "ninapro_val.npy", "empty val split.*val 0"
+    elif case == "cifar100":
+        _write_cifar(tmp_path / "cifar-100-python" / "train", 5, "fine_labels", rng)
+        _write_cifar(tmp_path / "cifar-100-python" / "test", 0, "fine_labels", rng)
+        path, pattern = "test", "empty test split.*test 0"
+    else:                                      # records shorter than a window: no training window
+        _write_ecg(tmp_path / "challenge2017.pkl", rng, n=10, lengths=(500, 900))
+        path, pattern = "challenge2017.pkl", "empty train.*split.*train 0"
+    with pytest.raises(DataError, match=pattern) as e:
+        load_task(case, tmp_path)
+    assert path in str(e.value) and "\n" not in str(e.value)
+    if case == "ninapro":                      # paper does not use the val file's rows as a split of its own
+        assert load_task(case, tmp_path, protocol="paper").info["sizes"] == (12, 0, 5)

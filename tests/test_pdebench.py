@@ -1,5 +1,6 @@
 """Tests for pdebench.py: every PDEBench task read through data.load_task from tiny HDF5 files in the
-published layouts, the target frame on the published file lengths, and lazy reads (only the frames used).
+published layouts, the target frame on the published file lengths, ORCA's test frame (test_orca), both
+protocols ("paper" trains on strict train ∪ val), and lazy reads (only the frames used).
 Oracles: numpy slicing of the arrays we wrote, torch.std for the 1D-CFD normaliser."""
 import os
 import sys
@@ -12,7 +13,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
 import pdebench  # noqa: E402
-from data import load_task  # noqa: E402
+from data import DataError, load_task  # noqa: E402
 from data_helpers import _check_item, _write_pde  # noqa: E402
 
 
@@ -92,3 +93,51 @@ def test_pde_cfd_normaliser_reads_only_initial_frames(tmp_path, monkeypatch):
     monkeypatch.setattr(h5py.Dataset, "__getitem__", lambda self, a: read.append(orig(self, a).size) or orig(self, a))
     load_task("navier-stokes-1d", tmp_path)
     assert sum(read) == 3 * 20 * 1024                                     # t = 0 of 3 fields, not 21 frames
+
+
+@pytest.mark.parametrize("name", [n for n, s in data.TASKS.items() if s.benchmark == "pdebench"])
+def test_pdebench_paper_trains_on_every_non_test_sample(tmp_path, name):
+    raw = _write_pde(tmp_path, name, np.random.default_rng(30))
+    td, st = load_task(name, tmp_path, protocol="paper"), load_task(name, tmp_path)
+    assert td.val is None and td.info["sizes"] == (18, 0, 2) and td.test.keys == st.test.keys
+    assert sorted(td.train.keys) == sorted(st.train.keys + st.val.keys)
+    assert td.test_orca is None                  # T = 11 frames: ORCA's test frame = ours on this short file
+    if name == "navier-stokes-1d":               # ORCA fits its normaliser on every training sample
+        cat = np.concatenate([raw[n][:, 0] for n in ("density", "pressure", "Vx")], 1)[2:]
+        X = torch.from_numpy(cat)
+        assert np.allclose(td.train.norm[0][0], X.mean(0).numpy(), atol=1e-5)
+        assert np.allclose(td.train.norm[1][0], X.std(0).numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("name, train_t, orca_t", [("diffusion-reaction-1d", 29, 99), ("diffusion-sorption", 100, 99),
+                                                   ("advection", 200, None)])
+def test_pde_test_orca_uses_orcas_test_frame(tmp_path, name, train_t, orca_t, monkeypatch):
+    """On the published frame counts (101; advection 201): ORCA's load_pde tests RD-1D at frame 99 although it
+    trains at 29, DS at 99 vs 100; advection's frames agree (no test_orca)."""
+    raw = _write_pde(tmp_path, name, np.random.default_rng(31), n=10, T=201 if name == "advection" else 101)
+    read = []
+    orig = h5py.Dataset.__getitem__
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", lambda self, a: read.append(orig(self, a).size) or orig(self, a))
+    for protocol in ("paper", "strict"):
+        td = load_task(name, tmp_path, protocol=protocol)
+        assert sum(read) == 0                                             # lazy: nothing read to build it
+        assert td.test.t_idx == td.train.t_idx == train_t and td.info["orca_target_index"] == (orca_t or train_t)
+        if orca_t is None:
+            assert td.test_orca is None
+            continue
+        o = td.test_orca
+        assert o.keys == td.test.keys and o.t_idx == orca_t and len(o) == len(td.test) == 1
+        (x, y), (xo, yo) = td.test[0], o[0]
+        k = td.test.keys[0]
+        frames = raw["tensor"][k] if name == "diffusion-reaction-1d" else raw[k][..., 0]
+        assert torch.equal(x, xo) and np.allclose(x[0].numpy(), frames[0])
+        assert np.allclose(y[0].numpy(), frames[train_t]) and np.allclose(yo[0].numpy(), frames[orca_t])
+        read.clear()
+
+
+def test_pde_too_few_samples_is_one_line(tmp_path):
+    _write_pde(tmp_path, "burgers", np.random.default_rng(32), n=2)
+    with pytest.raises(DataError, match="empty val split.*train 1, val 0, test 1.*holds 2 samples") as e:
+        load_task("burgers", tmp_path)
+    assert "1D_Burgers_Sols_Nu1.0.hdf5" in str(e.value) and "\n" not in str(e.value)
+    assert load_task("burgers", tmp_path, protocol="paper").info["sizes"] == (1, 0, 1)

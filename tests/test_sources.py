@@ -91,6 +91,32 @@ def test_synthetic_surrogates():
     assert x.shape == (200, 32) and x.dtype == torch.int64 and int(x.max()) < 50 and set(t.labels.tolist()) == {0, 1, 2, 3}
 
 
+def test_pad_id_marks_padding(tmp_path):
+    """pad_id: the tokenizer's pad token (CoNLL-2003), an id the synthetic tokens never use; callers build
+    attention_mask = (ids != pad_id). Sequences are still padded to seq_len."""
+    (tmp_path / "conll2003").mkdir()
+    (tmp_path / "conll2003" / "eng.train").write_text(CONLL)
+    tok = _tokenizer(CONLL.split())
+    for seq_len in (32, 20):
+        ds = data.load_source_surrogate("conll2003", tmp_path, tokenizer=tok, seed=0, seq_len=seq_len)
+        assert ds.pad_id == tok.pad_token_id == 1
+        for j in range(len(ds)):
+            ids = ds[j][0]
+            mask = ids != ds.pad_id
+            assert ids.shape == (seq_len,) and mask[0] and ids[0] == 0             # <s> ... then padding only
+            k = int(mask.sum())
+            assert mask[:k].all() and not mask[k:].any() and ids[k - 1] == 2       # </s> closes the real tokens
+    assert (ds.x == ds.pad_id).any()                                               # short sentences do pad
+    t = data.load_source_surrogate("conll2003", synthetic=True, vocab_size=50)
+    x = torch.stack([t[i][0] for i in range(len(t))])
+    assert t.pad_id == sources.SYNTHETIC_PAD_ID and not (x == t.pad_id).any()      # never used: all real tokens
+    assert data.load_source_surrogate("cifar10", synthetic=True).pad_id is None
+    tok.pad_token = None
+    with pytest.raises(DataError, match="no pad token") as e:
+        data.load_source_surrogate("conll2003", tmp_path, tokenizer=tok)
+    assert "\n" not in str(e.value)
+
+
 def test_cifar10_surrogate_test_split(tmp_path):
     """split="test" reads test_batch only, subsamples it with the seed and applies no augmentation."""
     rng = np.random.default_rng(21)
