@@ -11,6 +11,7 @@ Paper map
 | paper §4, App. A.6: source data CIFAR-10, CoNLL-2003 | `load_source_surrogate`                          |
 | App. A.2 1D embedder: N = L / stack_num tokens | `TaskSpec.target_seq_len`, `num_tokens()`             |
 | Alg. 1 outer loss needs same-class source pairs | `ClassBalancedBatchSampler` (in sources.py)          |
+| Table 5, your own modality                  | `load_task("custom", ...)`, `describe_task` (custom.py) |
 (*) clip, momentum, warm-up / decay epochs and betas, which the paper does not list, come from ORCA's configs
 (github.com/sjunhongshen/ORCA, `src/configs/<task>.yaml`); the values the paper lists agree with them.
 
@@ -25,7 +26,8 @@ Modules of the data pipeline (each reads in one sitting; this one is where a rea
 --------------------------------------------------------------------------------------------
 | module      | holds                                                                                  |
 |-------------|----------------------------------------------------------------------------------------|
-| data.py     | `TaskSpec`, `TASKS`, `get_task`; `load_task`, `load_source_surrogate`; synthetic and custom data |
+| data.py     | `TaskSpec`, `TASKS`, `get_task`; `load_task`, `load_source_surrogate`; synthetic data            |
+| custom.py   | your own data (Table 5): what the arrays mean, the 1D patch length, `describe_task`      |
 | nb360.py    | NAS-Bench-360 readers: CIFAR-100, Spherical, NinaPro, Satellite, DeepSEA, Darcy, PSICOV, Cosmic, ECG |
 | fsd50k.py   | the FSD50K reader and its log-mel features                                             |
 | pdebench.py | the PDEBench HDF5 reader (lazy: two frames per sample)                                 |
@@ -101,12 +103,10 @@ What the training loop must do with a few tasks (all data, no task names):
 
 Safety: pickles are only ever read from paths under the `data_dir` the user passed (fileio.py).
 
-Custom data (`load_task("custom", data_dir)`): `train_x.npy, train_y.npy, test_x.npy, test_y.npy` (optional
-`val_x.npy, val_y.npy`, else `val_fraction` of train; "paper" trains on train + val). x (N, C, L) -> 1D,
-(N, C, H, W) -> 2D. y integer (N,) -> classification (cross-entropy / 0-1 error); integer/bool 0-1 (N, K) ->
-multi-label (BCE / 1-AUROC); float (N,) or (N, K) -> point regression (MSE / MSE); y with x's spatial shape,
-(N, *S) or (N, C_out, *S) -> dense (float: MSE / nRMSE; 0-1 integer: BCE / 1-AUROC). Defaults `CUSTOM_DEFAULTS`: AdamW, lr 1e-4, wd 1e-5, batch 32,
-20 epochs, accum 1, clip 1, 1 warm-up epoch then linear decay to 0; 1D target_seq_len 512 (ORCA's default).
+Custom data (`load_task("custom", data_dir, target_kind=None, patch_length=None)`): `train_x.npy, train_y.npy,
+test_x.npy, test_y.npy` (optional `val_x.npy, val_y.npy`); custom.py holds the rules (what y becomes, the
+1D patch length) and `describe_task`, the start-up line. Defaults `CUSTOM_DEFAULTS`: AdamW, lr 1e-4, wd 1e-5,
+batch 32, 20 epochs, accum 1, clip 1, 1 warm-up epoch then linear decay to 0.
 """
 from __future__ import annotations
 
@@ -117,13 +117,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fileio import DataError, Download, _fetch, _load_npy
+from custom import CUSTOM_DEFAULTS, TARGET_KINDS, custom_task, describe_task, read_custom  # noqa: F401
+from fileio import DataError, Download, _fetch
 from fsd50k import _read_fsd50k
 from losses import IGNORE_VALUE   # Cosmic: ignored pixels in y; the one definition lives with the loss
 from nb360 import (_read_cifar100, _read_cosmic, _read_darcyflow, _read_deepsea, _read_ecg, _read_ninapro,
                    _read_psicov, _read_satellite, _read_spherical)
 from pdebench import _read_pdebench
-from sources import CONLL_SEQ_LEN, SOURCE_SPLITS, _cifar10, _conll, _synthetic_source
+from sources import CONLL_SEQ_LEN, SOURCE_DIR, SOURCE_LAYOUT, SOURCE_SPLITS, _cifar10, _conll, _synthetic_source
 from sources import ClassBalancedBatchSampler  # noqa: F401  (data.ClassBalancedBatchSampler, as train.py uses it)
 from splits import PROTOCOLS, ArrayDataset, ConcatRows, IndexedDataset, _carve, _check_protocol, _need  # noqa: F401
 
@@ -135,8 +136,6 @@ BETAS = (0.9, 0.98)            # Adam/AdamW betas of every ORCA config (`src/con
 NB360_DRIVE = "https://drive.google.com/drive/folders/1OOp6UrCiP79mTIkCrUdjjHWDo8K0bJUw"
 S3 = "https://pde-xd.s3.amazonaws.com/"
 DARUS = "https://darus.uni-stuttgart.de/api/access/datafile/"
-CUSTOM_DEFAULTS = dict(batch_size=32, epochs=20, accum=1, optimizer="adamw", lr=1e-4, weight_decay=1e-5,
-                       momentum=0.0, clip=1.0, warmup_epochs=1, decay_epochs=20)
 
 
 @dataclass(frozen=True)
@@ -347,7 +346,7 @@ def get_task(name: str, data_dir: str | None = None) -> TaskSpec:
         if data_dir is None:
             raise DataError("task 'custom' is defined by its files: pass data_dir holding train_x.npy, train_y.npy, "
                             "test_x.npy, test_y.npy")
-        return _custom_arrays(data_dir)[0]
+        return TaskSpec(**custom_task(data_dir)[0])
     if key not in TASKS:
         raise DataError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}, custom")
     return TASKS[key]
@@ -419,108 +418,12 @@ class SyntheticDataset(IndexedDataset):
 
 
 # --------------------------------------------------------------------------------------------------
-# Custom data
-# --------------------------------------------------------------------------------------------------
-def _custom_arrays(data_dir):
-    task = "custom"
-    hint = ("custom data: write train_x.npy, train_y.npy, test_x.npy, test_y.npy (optional val_x.npy, val_y.npy) "
-            "with numpy.save")
-    arrs = {}
-    for s in ("train", "val", "test"):
-        for v in ("x", "y"):
-            p = os.path.join(data_dir, f"{s}_{v}.npy")
-            if os.path.exists(p):
-                arrs[s, v] = _load_npy(task, p)
-            elif s != "val":
-                raise DataError(f"task 'custom': missing {p}; {hint}")
-    if (("val", "x") in arrs) != (("val", "y") in arrs):
-        raise DataError(f"task 'custom': {data_dir} has only one of val_x.npy / val_y.npy; give both or neither")
-    splits = [s for s in ("train", "val", "test") if (s, "x") in arrs]
-    x0, y0 = arrs["train", "x"], arrs["train", "y"]
-    if x0.ndim not in (3, 4):
-        raise DataError(f"task 'custom': train_x.npy must be (N, C, L) [1D] or (N, C, H, W) [2D], found shape {x0.shape}")
-    for s in splits:
-        x, y = arrs[s, "x"], arrs[s, "y"]
-        if x.dtype.kind not in "fiub" or y.dtype.kind not in "fiub":
-            raise DataError(f"task 'custom': {s}_x/{s}_y must be numeric arrays, found {x.dtype} / {y.dtype}")
-        if x.shape[1:] != x0.shape[1:]:
-            raise DataError(f"task 'custom': {s}_x.npy has per-sample shape {x.shape[1:]}, train_x.npy {x0.shape[1:]}")
-        if y.shape[1:] != y0.shape[1:]:
-            raise DataError(f"task 'custom': {s}_y.npy has per-sample shape {y.shape[1:]}, train_y.npy {y0.shape[1:]}")
-        if len(x) != len(y):
-            raise DataError(f"task 'custom': {s}_x.npy has {len(x)} samples but {s}_y.npy has {len(y)}")
-        if len(x) == 0:
-            raise DataError(f"task 'custom': {s}_x.npy is empty")
-        for nm, a in ((f"{s}_x.npy", x), (f"{s}_y.npy", y)):
-            if a.dtype.kind == "f" and not np.isfinite(a).all():
-                raise DataError(f"task 'custom': {nm} contains NaN or inf values; clean or impute them first")
-    dim, C, S = ("1d" if x0.ndim == 3 else "2d"), int(x0.shape[1]), tuple(int(v) for v in x0.shape[2:])
-    ys = [arrs[s, "y"] for s in splits]
-    is_int = y0.dtype.kind in "iub"
-    binary = is_int and all(np.isin(np.unique(np.asarray(y)), [0, 1]).all() for y in ys)
-    if y0.shape[1:] == S or (y0.ndim == x0.ndim and y0.shape[2:] == S):           # dense
-        if is_int and not binary:
-            raise DataError("task 'custom': dense integer targets must be 0/1 masks; save real-valued targets as float")
-        k = 1 if y0.shape[1:] == S else int(y0.shape[1])
-        output, oshape, ml, ykind = "dense", (k, *S), False, "float"
-        loss, metric = ("bce", "one_minus_auroc") if binary else ("mse", "nrmse")
-    elif y0.ndim == 1 and is_int:
-        k = int(max(int(np.max(y)) for y in ys)) + 1
-        if min(int(np.min(y)) for y in ys) < 0 or k < 2:
-            raise DataError(f"task 'custom': class labels must be integers 0..K-1 with K >= 2, found range "
-                            f"{min(int(np.min(y)) for y in ys)}..{k - 1}")
-        output, loss, metric, oshape, ml, ykind = "point", "cross_entropy", "error", (k,), False, "class"
-    elif y0.ndim in (1, 2):
-        k = 1 if y0.ndim == 1 else int(y0.shape[1])
-        ml = binary and y0.ndim == 2                 # 0/1 integer (N, K): multi-label; float: regression
-        output, oshape, ykind = "point", (k,), "float"
-        loss, metric = ("bce", "one_minus_auroc") if ml else ("mse", "mse")
-    else:
-        raise DataError(f"task 'custom': train_y.npy shape {y0.shape} fits none of (N,) classes/values, (N, K), "
-                        f"(N, {', '.join(map(str, S))}) or (N, C_out, {', '.join(map(str, S))}) for x {x0.shape}")
-    spec = TaskSpec(name="custom", benchmark="custom", dim=dim, input_shape=(C, *S), output=output, num_classes=k,
-                    output_shape=oshape, multilabel=ml, loss=loss, metric=metric,
-                    target_seq_len=512 if dim == "1d" else None, source="cifar10" if dim == "2d" else "conll2003",
-                    reader="custom", origin=hint, description=f"user data from {data_dir}", eval_chunk=0,
-                    **CUSTOM_DEFAULTS)                  # no ORCA evaluation to reproduce: whole set, our metric
-    return spec, arrs, ykind
-
-
-def _read_custom(data_dir, val_fraction, protocol):
-    spec, arrs, ykind = _custom_arrays(data_dir)
-
-    def mk(*splits, idx=None):                     # several splits: their rows read as one store
-        x, y = (ConcatRows(*(arrs[s, v] for s in splits)) for v in ("x", "y"))
-        y = y if ykind == "class" else _ReshapedY(y, spec.output_shape)
-        return ArrayDataset(x, y, idx, y_kind=ykind)
-    has_val = ("val", "x") in arrs
-    if protocol == "paper":                        # train + val files merged, no validation split
-        return spec, mk("train", "val") if has_val else mk("train"), None, mk("test"), None
-    if has_val:
-        return spec, mk("train"), mk("val"), mk("test"), "published"
-    t_idx, v_idx = _carve(len(arrs["train", "x"]), val_fraction)
-    return spec, mk("train", idx=t_idx), mk("train", idx=v_idx), mk("test"), "carved"
-
-
-class _ReshapedY:
-    """y rows as float32 of a fixed per-sample shape (custom scalar regression -> (1,), dense -> (C_out, *S))."""
-
-    def __init__(self, y, shape):
-        self.y, self.shape = y, shape
-
-    def __getitem__(self, r):
-        return np.asarray(self.y[r], np.float32).reshape(self.shape)
-
-    def __len__(self):
-        return len(self.y)
-
-
-# --------------------------------------------------------------------------------------------------
 # load_task
 # --------------------------------------------------------------------------------------------------
 def load_task(name: str, data_dir: str | None = None, *, protocol: str = "strict", synthetic: bool = False,
               max_train_samples: int | None = None, seed: int = 0, download: bool = False, val_fraction: float = 0.1,
-              synthetic_sizes: tuple = (64, 16, 16)) -> TaskData:
+              synthetic_sizes: tuple = (64, 16, 16), target_kind: str | None = None,
+              patch_length: int | None = None) -> TaskData:
     """Train / val / test datasets of a task, yielding (x float32 of spec.input_shape, y) pairs.
 
     protocol: "paper" (what ORCA trained on, val None) or "strict" (a validation split); see "Protocols" above.
@@ -530,15 +433,23 @@ def load_task(name: str, data_dir: str | None = None, *, protocol: str = "strict
     val_fraction: share of the training part held out (strict) when the benchmark has no published validation split.
     max_train_samples: a seeded random subset of the training split (val and test untouched).
     TaskData.test_orca: the test set with ORCA's test-time treatment where it differs from ours, else None.
+    target_kind, patch_length (--task custom only; custom.py): override the inferred kind of the targets
+      ("classification", "multilabel", "regression", "dense") and the 1D patch length (values per token along L);
+      TaskData.info["custom"] holds what was inferred, `describe_task(td)` says it in one line.
     An empty split raises a one-line DataError naming the file and the counts."""
     _check_protocol(protocol)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
     spec = get_task(name) if str(name).strip().lower() != "custom" else None
+    for flag, v in (("--target-kind (target_kind)", target_kind), ("--patch-length (patch_length)", patch_length)):
+        if spec is not None and v is not None:
+            raise DataError(f"task '{spec.name}': {flag} is only for --task custom; the paper's tasks keep their "
+                            "registry row and ORCA's embedder")
     extras: dict = {}
     if synthetic:
         if spec is None:
-            raise DataError("task 'custom' has no synthetic data: it is defined by your files (drop synthetic=True)")
+            raise DataError("task 'custom' has no synthetic data: it is defined by your files (drop synthetic=True / "
+                            "--synthetic-data)")
         n_tr, n_va, n_te = (int(n) for n in synthetic_sizes)
         train, test = SyntheticDataset(spec, n_tr, seed, 0), SyntheticDataset(spec, n_te, seed, 2)
         val = SyntheticDataset(spec, n_va, seed, 1) if protocol == "strict" else None
@@ -546,10 +457,14 @@ def load_task(name: str, data_dir: str | None = None, *, protocol: str = "strict
                   "test_orca": SyntheticDataset(spec, n_te, seed, 3) if spec.orca_test else None}
         where = f"synthetic_sizes {tuple(synthetic_sizes)}"
     else:
+        if data_dir is None and spec is None:
+            raise DataError("task 'custom': pass data_dir (train.py --data-dir) holding train_x.npy, train_y.npy, "
+                            "test_x.npy, test_y.npy (optional val_x.npy, val_y.npy)")
         if data_dir is None:
             raise DataError(f"task '{name}': pass data_dir (train.py --data-dir) or use synthetic data (--synthetic-data)")
         if spec is None:
-            spec, train, val, test, extras["val_from"] = _read_custom(data_dir, val_fraction, protocol)
+            fields, train, val, test, extras = read_custom(data_dir, val_fraction, protocol, target_kind, patch_length)
+            spec = TaskSpec(**fields)
         else:
             if download:
                 for dl in spec.downloads:
@@ -593,7 +508,8 @@ def load_source_surrogate(source: str, data_dir: str | None = None, *, synthetic
     if synthetic:
         return _synthetic_source(source, min(n_synthetic, max_samples), seed, vocab_size, seq_len, split)
     if data_dir is None:
-        raise DataError(f"source '{source}': pass data_dir (train.py --data-dir) or use synthetic data")
+        raise DataError(f"source '{source}': pass data_dir, the DIR of {SOURCE_DIR}, holding "
+                        f"{SOURCE_LAYOUT[source]}")
     if source == "cifar10":
         return _cifar10(data_dir, max_samples, seed, download, split)
     return _conll(data_dir, tokenizer, max_samples, seed, seq_len, split)

@@ -549,7 +549,8 @@ def main(argv=None) -> int:
             weights=args.weights, checkpoint=args.checkpoint, max_samples=args.max_samples,
             batch_size=args.batch_size, seed=args.seed)
         det = discrepancy_details(z, y, args.num_experiments, args.method, args.seed,
-                                  num_target_classes=spec.num_classes, progress=not args.no_progress)
+                                  num_target_classes=spec.num_classes,
+                                  progress=not args.no_progress and sys.stderr.isatty())  # bars on a terminal only
     except expected_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

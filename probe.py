@@ -280,6 +280,14 @@ def probe_models(checkpoints=(), backbone=None, *, tiny=False, weights=None, dat
             configs.append(runtime.load_checkpoint(path)["config"])
         except discrepancy.DiscrepancyError as e:
             raise ProbeError(str(e)) from None
+    bodies = {}                                  # one "Pretrained" reference belongs to one source body
+    for path, cfg in zip(checkpoints, configs):
+        bodies.setdefault((cfg.get("backbone"), bool(cfg.get("tiny")), cfg.get("weights")), []).append(path)
+    if len(bodies) > 1:
+        listed = "; ".join(f"{b[0]}{' (tiny)' if b[1] else ''}{' from ' + b[2] if b[2] else ''}: "
+                           f"{', '.join(os.path.basename(p) for p in ps)}" for b, ps in bodies.items())
+        raise ProbeError(f"the checkpoints come from different source bodies ({listed}); the pretrained reference "
+                         "and the probe's surrogate belong to one body: run probe.py once per body")
     first = configs[0] if configs else {}
     backbone = backbone or first.get("backbone") or "swin_base"
     tiny = bool(tiny or first.get("tiny", False))

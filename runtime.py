@@ -3,7 +3,7 @@
 Paper: Ma et al., "Learning Modality Knowledge Alignment for Cross-Modality Transfer", ICML 2024,
 arXiv 2406.18864. No equation lives here; this module serves the training protocol of App. A.1 (Tables 9
 and 11) as train.py, stage1.py, stage2.py and orca.py run it: seeds, devices, DDP, bf16 autocast, atomic
-checkpoints, loaders, progress bars, and the clean stop on a non-finite loss.
+checkpoints, loaders, progress bars, and the clean stops on a non-finite loss and on Ctrl-C.
 
 Paper map
 ---------
@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shlex
 import sys
 
 import numpy as np
@@ -100,18 +101,31 @@ def checkpoint_dict(cfg: dict, model, **extra) -> dict:
     return {"format": "mona-checkpoint-v1", "config": cfg, "model": model.state_dict(), **extra}
 
 
-def save_atomic(obj, path: str) -> None:
-    """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
+def _write_atomic(path: str, write) -> None:
+    """write(tmp) to a temporary file, then rename: a kill never leaves a half-written file, and an interrupted
+    write leaves no temporary file. The folder is created here, by the first file a run writes, so a run that
+    fails before writing anything leaves no empty --out folder behind."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def save_atomic(obj, path: str) -> None:
+    """torch.save, atomically (`_write_atomic`)."""
+    _write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def write_text_atomic(text: str, path: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    _write_atomic(path, write)
 
 
 def load_checkpoint(path: str) -> dict:
@@ -144,13 +158,47 @@ def make_loader(dataset, batch_size: int, *, shuffle: bool, seed: int, m: dict, 
                                        generator=g, num_workers=workers, drop_last=False)
 
 
+def bars_off(m: dict, cfg: dict) -> bool:
+    """No progress bars: --no-progress, a process other than rank 0, or stderr not a terminal."""
+    return cfg["no_progress"] or not m["main"] or not sys.stderr.isatty()
+
+
+def quiet_libraries(m: dict, cfg: dict) -> None:
+    """Where our bars are off (`bars_off`), the libraries' own (Hugging Face downloads and weight loading) too."""
+    if bars_off(m, cfg):
+        from huggingface_hub.utils import disable_progress_bars
+        disable_progress_bars()                     # transformers reads this when it is imported
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
 def progress(it, m: dict, cfg: dict, desc: str):
     from tqdm import tqdm
-    disable = cfg["no_progress"] or not m["main"] or not sys.stderr.isatty()
-    return tqdm(it, desc=desc, leave=False, dynamic_ncols=True, disable=disable)
+    return tqdm(it, desc=desc, leave=False, dynamic_ncols=True, disable=bars_off(m, cfg))
 
 
 def check_finite(loss: torch.Tensor, where: str, out: str) -> None:
     if not torch.isfinite(loss).all():
         raise NonFiniteLoss(f"non-finite loss or gradient ({loss.item()}) at {where}; stopped, the last good checkpoint "
                             f"is kept in {out} (lower --lr or use --resume after fixing the cause)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Ctrl-C: where the run stopped and the command that continues it
+# --------------------------------------------------------------------------------------------------
+def interrupted_line(progress: dict, argv: list) -> str:
+    """The one line a Ctrl-C prints: where the run stopped, what last.pt holds, the command that continues it."""
+    stage, rows = progress.get("stage"), progress.get("history", [])
+    if stage is None:
+        where = "before training started"
+    else:
+        done, total = sum(r["stage"] == stage for r in rows), progress["epochs"][stage]
+        where = f"in stage {stage}, epoch {done + 1} of {total}" if done < total else f"after stage {stage}'s last epoch"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = ["torchrun", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', world)}"] if world > 1 else ["python"]
+    cmd = [*launcher, "train.py", *(a for a in argv if a != "--resume")]
+    if progress.get("saved") is None:
+        return f"interrupted {where}; nothing was saved, so rerun: {shlex.join(cmd)}"
+    s, e = progress["saved"]
+    return (f"interrupted {where} (last.pt holds stage {s} up to epoch {e}); continue with: "
+            f"{shlex.join([*cmd, '--resume'])}")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from fileio import DataError, Download, _bad, _cifar_rows, _corrupt, _fetch, _path
+from fileio import DataError, Download, _bad, _cifar_rows, _corrupt, _fetch
 from splits import IndexedDataset
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)    # ORCA's constants
@@ -41,6 +41,9 @@ CONLL_SEQ_LEN = 32                                 # the 32 of ORCA's text_xs_32
 SYNTHETIC_PAD_ID = 1                               # synthetic CoNLL ids: <s>=0, </s>=2, tokens >= 3; 1 never occurs
 SOURCE_SPLITS = ("train", "test")                  # load_source_surrogate(split=...): outer loss / probe test
 CONLL_FILES = {"train": ("eng.train", "train.txt"), "test": ("eng.testb", "test.txt")}   # original / Hub export
+SOURCE_DIR = "train.py --source-dir DIR (default: its --data-dir)"   # where the surrogates' folders live
+SOURCE_LAYOUT = {"cifar10": "DIR/cifar-10-batches-py/ (data_batch_1..5, test_batch)",
+                 "conll2003": "DIR/conll2003/eng.train (+ eng.testb for the test split)"}
 CIFAR10_DOWNLOAD = Download("cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                             "c58f30108f718f92721af3b95e74349a", extract=True)
 
@@ -70,8 +73,12 @@ def _cifar10(data_dir, max_samples, seed, download, split="train"):
     files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     if download and not os.path.exists(os.path.join(d, files[-1])):
         _fetch(data_dir, CIFAR10_DOWNLOAD)
-    xs, ys = zip(*(_cifar_rows("cifar10", _path("cifar10", data_dir, f"cifar-10-batches-py/{f}", origin, True),
-                                "labels") for f in files))
+    for f in files:
+        if not os.path.exists(os.path.join(d, f)):
+            raise DataError(f"source 'cifar10' (the stage-1 surrogate of 2D bodies): missing {os.path.join(d, f)}; "
+                            f"put the CIFAR-10 python batches in {SOURCE_LAYOUT['cifar10']} with {SOURCE_DIR}, "
+                            f"or pass --download (download=True) to fetch {origin}")
+    xs, ys = zip(*(_cifar_rows("cifar10", os.path.join(d, f), "labels") for f in files))
     x, y = np.concatenate(xs), np.concatenate(ys)
     if y.min() < 0 or y.max() > 9:
         raise _bad("cifar10", d, "labels 0..9", f"range {y.min()}..{y.max()}")
@@ -143,8 +150,9 @@ def _conll(data_dir, tokenizer, max_samples, seed, seq_len, split="train"):
     cands = [os.path.join(data_dir, "conll2003", f) for f in CONLL_FILES[split]]
     path = next((p for p in cands if os.path.exists(p)), None)
     if path is None:
-        raise DataError(f"source 'conll2003' ({split} split): missing {cands[0]} (or {cands[1]}); "
-                        f"get it from {origin}")
+        raise DataError(f"source 'conll2003' (the stage-1 surrogate of 1D bodies, {split} split): missing {cands[0]} "
+                        f"(or {cands[1]}); put CoNLL-2003 in {SOURCE_LAYOUT['conll2003']} with {SOURCE_DIR}; "
+                        f"the body's own tokenizer reads it; get it from {origin}")
     if tokenizer is None:
         raise DataError("source 'conll2003': pass tokenizer= (the source model's, e.g. roberta-base's "
                         "AutoTokenizer) to turn the text into input_ids")

@@ -83,8 +83,10 @@ class ArrayDataset(IndexedDataset):
 
     def _item(self, r):
         x = np.asarray(self.x[r])
-        x = self.x_fn(x) if self.x_fn is not None else x
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), _y_tensor(self.y[r], self.y_kind)
+        x = np.ascontiguousarray(self.x_fn(x) if self.x_fn is not None else x, dtype=np.float32)
+        if not x.flags.writeable:      # a row of a read-only memory map: torch wants its own, writable copy
+            x = x.copy()               # (one row at a time; the file is never read whole)
+        return torch.from_numpy(x), _y_tensor(self.y[r], self.y_kind)
 
 
 class ConcatRows:

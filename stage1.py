@@ -38,9 +38,16 @@ over real tokens for Swin / BERT-family, the documented choice for ViT/CLIP), th
 classification head; image sources have no padding and pass no mask.
 
 Target batch: `--stage1-batch-size` target samples per step (default: the stage-2 batch size; train.py).
+
+Stage-1 rows of metrics.jsonl (MoNA; each the mean over the epoch's steps): inner_loss = L_inner(θ_f, φ);
+outer_loss = L_outer at the virtual θ_f* = θ_f − α ∇_θf L_inner; inner_grad_norm = ‖∇_φ L_inner‖; meta_norm =
+‖λ · d L_outer(θ_f*(φ)) / dφ‖, the meta term of Eq. (7) (Eq. 9 under --meta taylor); meta_ratio = meta_norm /
+inner_grad_norm (META_RATIO below), how much the alignment term weighs against the task-loss gradient of φ:
+near 0, MoNA's stage 1 reduces to Emb's (a larger α or λ makes it weigh more).
 """
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -52,6 +59,9 @@ import meta
 from runtime import (RunError, all_reduce_mean_, autocast, barrier, check_finite, epoch_seed, make_loader, progress,
                      seed_everything)
 from stage2 import task_objective
+
+META_RATIO = ("meta_ratio = ‖λ·meta term‖ / ‖∇_φ L_inner‖: the weight of MoNA's alignment term "
+              "λ·dL_outer(θ_f − α∇L_inner)/dφ against the task-loss gradient of φ (near 0: stage 1 acts as Emb's)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -65,17 +75,32 @@ def stage1_parameters(model, cfg: dict) -> dict:
     return phi
 
 
+def _vocab_size(source) -> int:
+    """Rows of a 1D body's word-embedding table (the ids its source embedder accepts)."""
+    return int(source.source_embedder.embeddings.word_embeddings.num_embeddings)
+
+
 def load_surrogate(cfg: dict, spec, source):
-    """The labelled source surrogate {x_i^s, y_i^s} (§2.2, App. A.6): CIFAR-10 (2D) or CoNLL-2003 (1D)."""
+    """The labelled source surrogate {x_i^s, y_i^s} (§2.2, App. A.6): CIFAR-10 (2D) or CoNLL-2003 (1D), read from
+    --source-dir (default --data-dir). For CoNLL-2003 a missing file is reported before the tokenizer is looked
+    up (it needs the hub or a local folder), so the first message names what is really missing."""
     import data
+    from sources import CONLL_FILES
     kw = dict(synthetic=cfg["synthetic_data"], seed=cfg["seed"], download=cfg["download"])
     if spec.source == "conll2003":
         if cfg["synthetic_data"]:                  # token ids inside the (tiny) body's vocabulary
-            emb = getattr(source.source_embedder, "word_embeddings", None)
-            kw["vocab_size"] = int(emb.num_embeddings) if emb is not None else 1000
-        else:
-            kw["tokenizer"] = load_tokenizer(cfg)
-    ds = data.load_source_surrogate(spec.source, cfg["data_dir"], **kw)
+            kw["vocab_size"] = _vocab_size(source)
+        elif source.tiny:
+            raise RunError(f"--method {cfg['method']} on real 1D data reads the CoNLL-2003 source surrogate through "
+                           f"the body's tokenizer, whose ids a --tiny body ({_vocab_size(source)}-id vocabulary) "
+                           f"cannot take: drop --tiny (the real body), or use a method without a source surrogate "
+                           f"(--method finetune, finetune++, frozen, emb or scratch)")
+        elif any(os.path.exists(os.path.join(cfg["source_dir"], "conll2003", f)) for f in CONLL_FILES["train"]):
+            kw["tokenizer"] = tok = load_tokenizer(cfg)
+            if len(tok) > _vocab_size(source):
+                raise RunError(f"the tokenizer of {cfg['backbone']} has {len(tok)} ids but its body's vocabulary "
+                               f"{_vocab_size(source)}: pass a body folder saved with its own tokenizer")
+    ds = data.load_source_surrogate(spec.source, cfg["source_dir"], **kw)
     labels = getattr(ds, "labels", None)
     labels = [int(ds[i][1]) for i in range(len(ds))] if labels is None else [int(v) for v in labels]
     return ds, labels
@@ -108,16 +133,24 @@ def source_batches(surrogate, source, cfg: dict, m: dict, seed: int):
 
 
 def load_tokenizer(cfg: dict):
-    """The source model's tokenizer (CoNLL-2003 surrogate of 1D tasks), from the hub or a local folder."""
+    """The source model's tokenizer (CoNLL-2003 surrogate of 1D tasks), from a local folder, the hub or its cache.
+    An unreachable hub (backbone_loading's 3 s probe) fails at once, instead of huggingface_hub's ~50 s of
+    retries, with a one-line RunError that says what works instead."""
     import backbones
+    from backbone_loading import _hub_offline, _one_line
     from transformers import AutoTokenizer
     name = cfg["backbone"]
-    hub = getattr(backbones.BACKBONES.get(name), "hub_id", name)
+    where = cfg["weights"] or getattr(backbones.BACKBONES.get(name), "hub_id", name)
+    offline = not os.path.isdir(where) and _hub_offline()
     try:
-        return AutoTokenizer.from_pretrained(cfg["weights"] or hub)
-    except Exception as e:
-        raise RunError(f"cannot load the tokenizer of {hub!r} ({type(e).__name__}); without network pass a "
-                       f"local folder holding it with --weights, or use --synthetic-data") from None
+        return AutoTokenizer.from_pretrained(where, local_files_only=offline)
+    except Exception as e:  # noqa: BLE001 (hub client and tokenizer classes raise many types)
+        reason = "the Hugging Face Hub is unreachable and it is not in the local cache" if offline else _one_line(e)
+        synthetic = "" if cfg["task"] == "custom" else ", or --synthetic-data (no files at all)"
+        raise RunError(f"cannot load the tokenizer of {where!r}, which turns the CoNLL-2003 source surrogate "
+                       f"({os.path.join(cfg['source_dir'], 'conll2003', 'eng.train')}) into token ids: {reason}; pass "
+                       f"a local folder holding the body and its tokenizer (save_pretrained) as --backbone DIR, or "
+                       f"as --weights DIR with --backbone {name}{synthetic}") from None
 
 
 def pooled_normalised(pooled: torch.Tensor) -> torch.Tensor:
@@ -190,6 +223,8 @@ def stage1(cfg: dict, m: dict, model, source, td, spec, state: dict, log, *, kin
         v = cached_outer_grad(model, source, source_batches(surrogate, source, cfg, m, cfg["seed"]), outer_fn, cfg, m)
     start = state["epoch"] + 1 if state.get("stage") == 1 else 0
     model.train()
+    if kind == "mona" and m["main"]:
+        print(f"stage 1 [mona]: {META_RATIO}", flush=True)
     for epoch in range(start, cfg["stage1_epochs"]):
         seed_everything(epoch_seed(cfg, 1, epoch))
         t0, sums, n, samples = time.time(), {}, 0, 0

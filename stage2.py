@@ -262,7 +262,7 @@ def stage2(cfg: dict, m: dict, model, td, spec, state: dict, log) -> dict:
             model, device_ids=[m["device"]] if m["device"].type == "cuda" else None)
     for epoch in range(start, cfg["epochs"]):
         seed_everything(epoch_seed(cfg, 2, epoch))
-        t0, total, n = time.time(), 0.0, 0
+        t0, total, n, lr_used = time.time(), 0.0, 0, None
         loader = make_loader(td.train, cfg["batch_size"], shuffle=True, seed=epoch_seed(cfg, 2, epoch), m=m,
                              workers=cfg["workers"])
         if hasattr(loader.sampler, "set_epoch"):
@@ -293,6 +293,7 @@ def stage2(cfg: dict, m: dict, model, td, spec, state: dict, log) -> dict:
                 # ‖∇‖ of the (all-reduced) gradient: every rank sees the same value, so all stop together
                 norm = torch.nn.utils.clip_grad_norm_(params, (cfg["clip"] or math.inf) if not paper else math.inf)
                 check_finite(norm, f"stage 2 epoch {epoch + 1} batch {i + 1}", cfg["out"])
+                lr_used = opt.param_groups[0]["lr"]          # the rate this step trains with (logged)
                 opt.step()                                     # θ ← θ − lr · (update of ∇_θ Eq. (1))
                 opt.zero_grad(set_to_none=True)
                 if not paper:
@@ -303,7 +304,9 @@ def stage2(cfg: dict, m: dict, model, td, spec, state: dict, log) -> dict:
                     sched.step()
             total, n = total + loss.item(), n + 1
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-        row = {"stage": 2, "epoch": epoch + 1, "train_loss": total / max(n, 1), "lr": sched.get_last_lr()[0]}
+        # lr: the rate of the epoch's last optimizer step (None if it took none), not the schedule's next value
+        # (after the last epoch that is 0, ORCA's end point, at which nothing trains)
+        row = {"stage": 2, "epoch": epoch + 1, "train_loss": total / max(n, 1), "lr": lr_used}
         if m["main"] and paper:          # ORCA's val_loader is its test loader: scored every epoch, nothing saved
             row["test_score"], row["test_loss"] = paper_test_score(model, td, spec, objective, cfg, m["device"])
             if row["test_score"] < best["score"] or best["epoch"] < 0:

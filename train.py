@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -50,8 +51,8 @@ import time
 import torch
 
 from orca import stage1_orca
-from runtime import (NonFiniteLoss, RunError, barrier, checkpoint_dict, load_checkpoint, save_atomic,
-                     seed_everything, setup_machine, write_text_atomic)
+from runtime import (NonFiniteLoss, RunError, barrier, checkpoint_dict, interrupted_line, load_checkpoint,
+                     quiet_libraries, save_atomic, seed_everything, setup_machine, write_text_atomic)
 from stage1 import stage1
 from stage2 import final_result, stage2
 
@@ -86,32 +87,88 @@ STAGE1_DEFAULTS = dict(
     alpha=1e-2,       # α, virtual SGD step (Eq. 3). Not stated in the paper: our choice, see README
     lam=0.5,          # λ, Eq. (5); Fig. 6(a)(b): best in [0.3, 0.5]
     inner_steps=1,    # K; §4.4: "we adopt the single step update"
+    meta="exact", hvp="autograd", outer_loss="align_uniform",
     source_classes=10,  # source batch = classes × per-class samples, class-balanced (positives exist)
     source_per_class=4,
     orca_samples=2000,  # target samples ORCA's k-means is fitted on (then every training sample is assigned; orca.py)
 )
-# --demo: tiny random body + synthetic data + a short schedule. A random tiny body needs a larger step than
-# the paper's pretrained ones, hence lr 1e-3 with a 1-epoch warm-up (explicit flags still win).
+# Flags only some methods read (ignored by the others, with a note): flag -> the methods that read them
+_S1 = ("orca", "emb", "mona")
+METHOD_FLAGS = dict(stage1_epochs=_S1, stage1_batch_size=_S1, stage1_lr=_S1, stage1_weight_decay=_S1,
+                    stage1_train_head=("emb", "mona"), source_dir=("orca", "mona"),
+                    **{k: ("mona",) for k in ("alpha", "lam", "inner_steps", "meta", "hvp", "cache_outer_grad",
+                                              "outer_loss", "no_inner_loss")})
+# --demo: a tiny body pretrained for a few seconds on the synthetic source of its modality (demo.py), synthetic
+# data and a short schedule. A tiny body needs larger steps than the paper's pretrained ones: stage-2 lr 1e-3 with
+# a 1-epoch warm-up, and stage-1 lr 1e-3 (at the registry's 3e-5, 8 steps barely move φ). Explicit flags win.
 DEMO = dict(epochs=4, stage1_epochs=1, batch_size=8, accum=1, max_train_samples=64, lr=1e-3, warmup_epochs=1,
-            source_per_class=2, orca_samples=64)
-EXIT_USAGE, EXIT_NONFINITE = 2, 3
+            stage1_lr=1e-3, source_per_class=2, orca_samples=64)
+# --demo's α per modality, so that MoNA's meta term is a visible share of φ's gradient (stage-1 meta_ratio): at
+# the default α = 0.01 it is ~0.008 (2D) and ~0.0008 (1D), i.e. stage 1 is Emb's; the tiny 1D body's mixed
+# second derivative is ~100× smaller than the 2D one's, hence α = 1 there (meta_ratio ~0.1; 2D at 0.1: ~0.6)
+DEMO_ALPHA = {"2d": 0.1, "1d": 1.0}
+# --tiny on your own data: the tiny body is random, so stage 2 trains it from scratch, which needs the demo's step
+# size; the custom default 1e-4 is a fine-tuning rate for pretrained bodies (a 3-class sine task stayed at chance,
+# 61-69 % error, with it, and reached 2-3 % at 1e-3)
+TINY_CUSTOM_LR = 1e-3
+EXIT_USAGE, EXIT_NONFINITE, EXIT_INTERRUPTED = 2, 3, 130     # 130 = 128 + SIGINT, the shell's code for Ctrl-C
 
 
 # --------------------------------------------------------------------------------------------------
 # Command line (train.py's; discrepancy.py and probe.py add the shared options from here)
 # --------------------------------------------------------------------------------------------------
+def _number(kind, ok, rule: str):
+    """An argparse `type=`: parse `kind`, then accept only finite values with ok(v); else the one-line
+    'argument --flag: must be <rule>, got ...' (exit 2)."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}") from None
+        if not (math.isfinite(v) and ok(v)):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
+        return v
+    parse.__name__ = rule
+    return parse
+
+
+# one rule per meaning, for every numeric flag of train.py, discrepancy.py and probe.py
+pos_int = _number(int, lambda v: v >= 1, "an integer >= 1")              # epochs, batch sizes, steps, counts
+nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")           # workers, seeds
+pos_float = _number(float, lambda v: v > 0, "a number > 0")              # learning rates
+nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0")         # weight decays, α, λ
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block): 'train.py: error: argument --lr: ...'; exit 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends '(default: X)' to a flag's help, unless the help states its default itself or there is none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def add_shared_arguments(p: argparse.ArgumentParser) -> None:
     """The options train.py, discrepancy.py and probe.py share, declared once with one default each.
 
-    Each help names its default itself (%(default)s), so train.py's ArgumentDefaultsHelpFormatter adds
-    nothing and the analyses' plain formatter prints the same text: the three --help outputs agree."""
+    Each help states its default itself, so train.py's DefaultsHelpFormatter adds nothing and the analyses'
+    plain formatter prints the same text: the three --help outputs agree."""
     g = p.add_argument_group("source model, data and seed (the same in train.py, discrepancy.py and probe.py)")
     g.add_argument("--backbone", metavar="NAME_OR_PATH", default=None,
-                   help="source model M^s: a backbones.BACKBONES name or a local folder (default: %(default)s, "
-                        "i.e. the (first) checkpoint's when one is read, else the body of §4 for the task's inputs: "
-                        "swin_base for 2D, roberta_base for 1D; probe.py, which has no task, takes swin_base)")
+                   help="source model M^s: a backbones.BACKBONES name or a local folder (default: the (first) "
+                        "checkpoint's when one is read, else the body of §4 for the task's inputs: swin_base for 2D, "
+                        "roberta_base for 1D; probe.py, which has no task, takes swin_base)")
     g.add_argument("--weights", metavar="PATH", default=None,
-                   help="local weight file/folder for --backbone (no network) (default: %(default)s)")
+                   help="local weight file/folder for --backbone, for machines without a network (default: the "
+                        "hub or its local cache)")
     g.add_argument("--tiny", action="store_true",
                    help="tiny random-initialised backbone, for tests and the CPU (default: %(default)s)")
     g.add_argument("--data-dir", metavar="DIR", default="data",
@@ -120,22 +177,21 @@ def add_shared_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--synthetic-data", action="store_true",
                    help="synthetic data in the exact shapes of the task and of the source surrogate, no files "
                         "needed (default: %(default)s)")
-    g.add_argument("--seed", metavar="S", type=int, default=0,
+    g.add_argument("--seed", metavar="S", type=nonneg_int, default=0,
                    help="seed of everything random: data order and subsamples, random initialisations (--tiny), "
                         "Alg. 2's random (B, π), t-SNE (default: %(default)s, as in ORCA's configs)")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    """train.py's flags; defaults are shown by --help (ArgumentDefaultsHelpFormatter)."""
-    p = argparse.ArgumentParser(
-        description="MoNA (ICML 2024) and its baselines: stage 1 (embedder) + stage 2 (fine-tuning).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """train.py's flags; --help shows each default once (DefaultsHelpFormatter)."""
+    p = OneLineParser(prog="train.py", formatter_class=DefaultsHelpFormatter,
+                      description="MoNA (ICML 2024) and its baselines: stage 1 (embedder) + stage 2 (fine-tuning).")
     g = p.add_argument_group("what to run")
     g.add_argument("--task", required=True, help="a task of data.TASKS (Tables 8, 10) or 'custom'")
     g.add_argument("--method", default="mona", help="one of: " + ", ".join(METHODS))
     g.add_argument("--download", action="store_true",
                    help="download missing files where a stable public URL exists (CIFAR, PDEBench), checked by MD5")
-    g.add_argument("--out", default=None, help="output folder (default runs/<task>-<method>)")
+    g.add_argument("--out", default=None, help="output folder (default: runs/<task>-<method>)")
     g.add_argument("--stage", default="all", choices=["1", "2", "all"], help="run stage 1, stage 2 or both")
     g.add_argument("--resume", action="store_true", help="continue from --out/last.pt")
     g.add_argument("--protocol", default="paper", choices=["paper", "strict"],
@@ -144,51 +200,87 @@ def get_parser() -> argparse.ArgumentParser:
                         "last epoch's test score under ORCA's metric; strict: a validation split selects the model "
                         "(best.pt), averaged accumulation, headline under the corrected metric")
     add_shared_arguments(p)
+    g = p.add_argument_group("your own data (--task custom)")
+    g.add_argument("--target-kind", default=None, choices=["classification", "multilabel", "regression", "dense"],
+                   help="override the kind inferred from train_y.npy (default: inferred; the start-up line says what)")
+    g.add_argument("--patch-length", metavar="N", type=pos_int, default=None,
+                   help="1D inputs: values per token along L (the 1D embedder's patch; default: data.py's rule, "
+                        "several values per token)")
     g = p.add_argument_group("stage 2: fine-tuning, Eq. (1) (defaults: the task's row of Tables 9/11)")
-    g.add_argument("--epochs", type=int, default=None, help="stage-2 epochs (Table 9/11 'Epoch')")
-    g.add_argument("--batch-size", type=int, default=None, help="Table 9/11 'Batch Size'")
-    g.add_argument("--accum", type=int, default=None, help="gradient accumulation (Table 9/11 'Grad. Accum.')")
+    g.add_argument("--epochs", type=pos_int, default=None, help="stage-2 epochs (Table 9/11 'Epoch')")
+    g.add_argument("--batch-size", type=pos_int, default=None, help="Table 9/11 'Batch Size'")
+    g.add_argument("--accum", type=pos_int, default=None, help="gradient accumulation (Table 9/11 'Grad. Accum.')")
     g.add_argument("--accum-reduction", default=None, choices=["mean", "sum"],
                    help="sum: ORCA's summed accumulation (the loss is not divided by accum: an effective SGD lr "
                         "×accum, as Table 9's rates were tuned); mean: average the micro-batch losses. "
                         "Default: sum under --protocol paper, mean under strict")
-    g.add_argument("--lr", type=float, default=None, help="stage-2 learning rate (Table 9/11)")
-    g.add_argument("--weight-decay", type=float, default=None, help="Table 9/11 'Weight Decay'")
-    g.add_argument("--max-train-samples", type=int, default=None, help="subsample the training split")
-    g = p.add_argument_group("stage 1 (MoNA, Emb, ORCA)")
-    g.add_argument("--stage1-epochs", type=int, default=None, help="App. A.1: 10 (ORCA: its own 60, NinaPro 100)")
-    g.add_argument("--stage1-batch-size", type=int, default=None,
+    g.add_argument("--lr", type=pos_float, default=None,
+                   help="stage-2 learning rate (Table 9/11; --task custom: 1e-4, or 1e-3 with --tiny, whose random "
+                        "body trains from scratch); metrics.jsonl's `lr` is the rate of each epoch's last optimizer step")
+    g.add_argument("--weight-decay", type=nonneg_float, default=None, help="Table 9/11 'Weight Decay'")
+    g.add_argument("--decay-epochs", type=pos_int, default=None,
+                   help="epochs over which ORCA's warm-up + linear decay takes the lr to 0 (default: the task's "
+                        "registry value, but at least --epochs, so no epoch trains at lr 0; --demo: --epochs)")
+    g.add_argument("--max-train-samples", type=pos_int, default=None, help="subsample the training split")
+    g = p.add_argument_group("stage 1 (MoNA, Emb, ORCA; the other methods ignore these flags, with a note)")
+    g.add_argument("--stage1-epochs", type=pos_int, default=None,
+                   help="App. A.1: 10 (ORCA: its own 60, NinaPro 100)")
+    g.add_argument("--stage1-batch-size", type=pos_int, default=None,
                    help="target samples per stage-1 batch (MoNA, Emb; ORCA: the granularity of its per-class draws). "
                         "The paper does not state it; default: the stage-2 --batch-size, as ORCA's stage 1 uses its "
                         "task batch size")
-    g.add_argument("--stage1-lr", type=float, default=None,
-                   help="β, stage-1 learning rate (App. A.1: AdamW 3e-5; ORCA: the stage-2 optimizer at the stage-2 "
-                        "lr ×10 when ≤ 1e-3)")
-    g.add_argument("--stage1-weight-decay", type=float, default=None,
-                   help="stage-1 weight decay (App. A.1: 0.1; ORCA: the stage-2 weight decay)")
+    g.add_argument("--stage1-lr", type=pos_float, default=None,
+                   help="β, stage-1 learning rate (default: App. A.1's AdamW 3e-5; ORCA: the stage-2 optimizer at the "
+                        "stage-2 lr ×10 when ≤ 1e-3)")
+    g.add_argument("--stage1-weight-decay", type=nonneg_float, default=None,
+                   help="stage-1 weight decay (default: App. A.1's 0.1; ORCA: the stage-2 weight decay)")
     g.add_argument("--stage1-train-head", action="store_true",
                    help="also train the predictor θ_h in stage 1 (paper: only φ_e)")
-    g.add_argument("--alpha", type=float, default=STAGE1_DEFAULTS["alpha"],
-                   help="α, virtual SGD step of Eq. (3) (not given in the paper)")
-    g.add_argument("--lam", type=float, default=STAGE1_DEFAULTS["lam"], help="λ of Eq. (5); Fig. 6: [0.3, 0.5]")
-    g.add_argument("--inner-steps", type=int, default=STAGE1_DEFAULTS["inner_steps"],
+    g.add_argument("--source-dir", metavar="DIR", default=None,
+                   help="MoNA / ORCA: the source surrogate's folder, DIR/cifar-10-batches-py/ (2D bodies) or "
+                        "DIR/conll2003/eng.train (1D bodies, tokenized with the body's tokenizer) (default: --data-dir)")
+    g.add_argument("--alpha", type=nonneg_float, default=None,
+                   help=f"α, virtual SGD step of Eq. (3) (not given in the paper; default: {STAGE1_DEFAULTS['alpha']}; "
+                        f"--demo: {DEMO_ALPHA['2d']} for 2D bodies, {DEMO_ALPHA['1d']} for 1D). "
+                        "Stage-1 rows log meta_ratio = ‖λ·meta term‖ / ‖∇_φ L_inner‖, the meta term being "
+                        "d L_outer(θ_f − α∇_θf L_inner)/dφ (Eq. 7, or Eq. 9 with --meta taylor): its share of φ's "
+                        "gradient; near 0, stage 1 acts as Emb's (raise --alpha or --lam)")
+    g.add_argument("--lam", type=nonneg_float, default=STAGE1_DEFAULTS["lam"], help="λ of Eq. (5); Fig. 6: [0.3, 0.5]")
+    g.add_argument("--inner-steps", type=pos_int, default=STAGE1_DEFAULTS["inner_steps"],
                    help="K virtual steps (Fig. 6c); the paper uses 1")
-    g.add_argument("--meta", default="exact", choices=["exact", "taylor"],
+    g.add_argument("--meta", default=STAGE1_DEFAULTS["meta"], choices=["exact", "taylor"],
                    help="exact: Eq. (7) differentiated through the virtual step; taylor: Eq. (9), App. A.3")
-    g.add_argument("--hvp", default="autograd", choices=["autograd", "finite_difference"],
+    g.add_argument("--hvp", default=STAGE1_DEFAULTS["hvp"], choices=["autograd", "finite_difference"],
                    help="Hessian-vector product by double backward or by finite differences (DDP/flash-safe)")
     g.add_argument("--cache-outer-grad", action="store_true",
                    help="taylor only: compute ∇θf L_outer(θ_f0) once (θ_f is fixed in stage 1) and reuse it")
-    g.add_argument("--outer-loss", default="align_uniform", choices=["align_uniform", "supcon", "davies_bouldin"],
+    g.add_argument("--outer-loss", default=STAGE1_DEFAULTS["outer_loss"],
+                   choices=["align_uniform", "supcon", "davies_bouldin"],
                    help="L_outer: Eq. (4) (minimisation form) or a Table 6 ablation")
     g.add_argument("--no-inner-loss", action="store_true", help="Table 6 ablation: drop L_inner from Eq. (5)")
     g = p.add_argument_group("machine")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda if available")
-    g.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast on CUDA")
-    g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    g.add_argument("--demo", action="store_true", help="--tiny + --synthetic-data + a short schedule (CPU, seconds)")
+    g.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: bf16 autocast (on the CPU too, where it is often slower than fp32)")
+    g.add_argument("--workers", type=nonneg_int, default=0, help="DataLoader worker processes")
+    g.add_argument("--demo", action="store_true",
+                   help="--tiny + --synthetic-data + a short schedule, with a tiny body pretrained for a few seconds "
+                        "on the synthetic source (demo.py; cached) so that the methods differ (CPU, seconds)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
     return p
+
+
+def unread_flags_note(args: argparse.Namespace) -> str | None:
+    """A note naming the flags set (off their defaults) that the chosen method never reads (its stage 1 has no
+    such setting, or it has no stage 1): they cannot change the run, so they are ignored, not refused (a loop over
+    methods may share flags)."""
+    p = get_parser()
+    given = [k for k, users in METHOD_FLAGS.items() if args.method not in users and getattr(args, k) != p.get_default(k)]
+    if not given:
+        return None
+    users = [m for m in METHODS if any(m in METHOD_FLAGS[k] for k in given)]
+    flags = ", ".join("--" + k.replace("_", "-") for k in given)
+    return f"note: {flags} ignored: read only by --method {' / '.join(users)}, not by --method {args.method}"
 
 
 def resolve_config(args: argparse.Namespace) -> dict:
@@ -201,14 +293,19 @@ def resolve_config(args: argparse.Namespace) -> dict:
     if args.task == "custom" and (args.demo or args.synthetic_data):
         raise RunError("--task custom has no synthetic data (it is your files in --data-dir): drop --demo and "
                        "--synthetic-data (--tiny alone gives the tiny body)")
+    if args.stage == "1" and METHODS[args.method]["stage1"] is None:
+        raise RunError(f"--stage 1: --method {args.method} has no stage 1 (only {', '.join(_S1)} have one); "
+                       f"drop --stage 1")
     cfg = dict(vars(args))
-    for k, v in STAGE1_DEFAULTS.items():           # settings without a flag
-        cfg.setdefault(k, v)
     if args.demo:                                  # tiny + synthetic + short schedule; explicit flags win
         cfg["tiny"] = cfg["synthetic_data"] = True
         for k, v in DEMO.items():
-            if k not in vars(args) or cfg[k] is None:
+            if cfg.get(k) is None and not (k == "stage1_lr" and args.method == "orca"):   # ORCA: its own rule
                 cfg[k] = v
+    for k, v in STAGE1_DEFAULTS.items():           # MoNA's settings not given (some have no flag)
+        if cfg.get(k) is None and not (args.demo and k == "alpha"):   # --demo: DEMO_ALPHA (fill_from_spec)
+            cfg[k] = v
+    cfg["source_dir"] = cfg["source_dir"] or cfg["data_dir"]
     cfg["method_ref"] = METHODS[args.method]["ref"]
     if cfg["backbone"] and not os.path.exists(cfg["backbone"]):
         import backbones
@@ -220,12 +317,6 @@ def resolve_config(args: argparse.Namespace) -> dict:
     # Summed accumulation is part of the paper's protocol (ORCA's `train_one_epoch`), averaging of ours;
     # an explicit --accum-reduction wins in both
     cfg["accum_reduction"] = cfg["accum_reduction"] or ("sum" if cfg["protocol"] == "paper" else "mean")
-    for k in ("epochs", "batch_size", "accum", "lr", "weight_decay", "stage1_epochs", "max_train_samples",
-              "stage1_batch_size", "stage1_lr"):
-        if cfg[k] is not None and cfg[k] <= 0:
-            raise RunError(f"--{k.replace('_', '-')} must be positive, got {cfg[k]}")
-    if cfg["alpha"] < 0 or cfg["lam"] < 0 or cfg["inner_steps"] < 1:
-        raise RunError("--alpha and --lam must be >= 0 and --inner-steps >= 1")
     if cfg["cache_outer_grad"] and cfg["meta"] != "taylor":
         raise RunError("--cache-outer-grad needs --meta taylor (the exact form needs ∇L_outer at θ_f*)")
     cfg["out"] = cfg["out"] or os.path.join("runs", f"{args.task}-{args.method}")
@@ -234,13 +325,23 @@ def resolve_config(args: argparse.Namespace) -> dict:
 
 def fill_from_spec(cfg: dict, spec) -> dict:
     """Stage-2 defaults from the task's registry row (Tables 9/11); flags the user gave win."""
+    if cfg["lr"] is None and cfg["tiny"] and cfg["task"] == "custom":
+        cfg["lr"] = TINY_CUSTOM_LR
     for k in ("epochs", "batch_size", "accum", "lr", "weight_decay"):
         if cfg[k] is None:
             cfg[k] = getattr(spec, k)
     cfg["optimizer"], cfg["momentum"], cfg["clip"] = spec.optimizer, spec.momentum, spec.clip
     cfg.setdefault("warmup_epochs", spec.warmup_epochs)   # ORCA's WarmupLR (--demo: 1 epoch)
-    cfg["decay_epochs"] = cfg["epochs"] if cfg["demo"] else spec.decay_epochs
+    # ORCA's linear decay reaches lr 0 at decay_epochs: by default the registry's length, stretched to the epochs
+    # run (else every epoch past it would train at lr 0); --demo decays over its own epochs; --decay-epochs wins
+    if cfg.get("decay_epochs") is None:
+        cfg["decay_epochs"] = cfg["epochs"] if cfg["demo"] else max(spec.decay_epochs, cfg["epochs"])
+    elif cfg["decay_epochs"] <= cfg["warmup_epochs"]:
+        raise RunError(f"--decay-epochs {cfg['decay_epochs']} must exceed the task's warm-up of {cfg['warmup_epochs']} "
+                       f"epochs (the lr rises over the warm-up, then decays linearly to 0 at --decay-epochs)")
     cfg["betas"] = list(spec.betas)
+    if cfg["alpha"] is None:                       # --demo without --alpha
+        cfg["alpha"] = DEMO_ALPHA[spec.dim]
     if cfg["stage1_epochs"] is None:              # ORCA's own stage 1: 60 epochs, NinaPro 100 (`embedder_epochs`)
         cfg["stage1_epochs"] = spec.orca_epochs if cfg["method"] == "orca" else spec.stage1_epochs
     # Stage-1 target batch: the paper does not state it; ORCA's stage 1 draws its target classes with the task's
@@ -265,18 +366,31 @@ def fill_from_spec(cfg: dict, spec) -> dict:
 # --------------------------------------------------------------------------------------------------
 def build_run(cfg: dict, m: dict):
     import backbones, data, predictors
+    custom = {k: cfg[k] for k in ("target_kind", "patch_length") if cfg.get(k) is not None}   # --task custom
     td = data.load_task(cfg["task"], cfg["data_dir"], protocol=cfg["protocol"], synthetic=cfg["synthetic_data"],
-                        download=cfg["download"], max_train_samples=cfg["max_train_samples"], seed=cfg["seed"])
+                        download=cfg["download"], max_train_samples=cfg["max_train_samples"], seed=cfg["seed"],
+                        **custom)
     spec = td.spec
+    if cfg["task"] == "custom" and m["main"]:
+        print(data.describe_task(td), flush=True)     # what was inferred from the files
     fill_from_spec(cfg, spec)
     method = METHODS[cfg["method"]]
     cfg["backbone"] = cfg["backbone"] or DEFAULT_BACKBONE[spec.dim]
+    weights = cfg["weights"]
+    if cfg["demo"] and weights is None and cfg["backbone"] in backbones.BACKBONES:
+        import demo                                    # a tiny body that was pretrained (cached), so methods differ
+        weights = cfg["demo_body"] = demo.demo_body(cfg["backbone"])
+        if m["main"]:
+            print(demo.describe(weights), flush=True)
     seed_everything(cfg["seed"])                       # the same random embedder/head for every method
-    source = backbones.build_backbone(cfg["backbone"], tiny=cfg["tiny"], weights=cfg["weights"],
+    source = backbones.build_backbone(cfg["backbone"], tiny=cfg["tiny"], weights=weights,
                                       pretrained=method["pretrained"])
     if source.modality != spec.dim:
         raise RunError(f"--backbone {cfg['backbone']} is a {source.modality.upper()} body but task "
                        f"{spec.name} takes {spec.dim.upper()} inputs (use {DEFAULT_BACKBONE[spec.dim]})")
+    if spec.dim == "1d" and spec.target_seq_len > source.max_tokens and cfg.get("patch_length"):
+        raise RunError(f"--patch-length {cfg['patch_length']} gives {spec.target_seq_len} tokens but {cfg['backbone']} "
+                       f"takes at most {source.max_tokens}: use a longer --patch-length (or drop it)")
     if spec.dim == "1d" and spec.target_seq_len > source.max_tokens:
         # a body with fewer positions than the task's tokens (a --tiny one, or a short HF encoder): fewer,
         # longer patches so the sequence fits; the paper's bodies (RoBERTa: 512) never need this
@@ -293,23 +407,36 @@ def build_run(cfg: dict, m: dict):
 # The run: both stages, checkpoints, resumption, result.json
 # --------------------------------------------------------------------------------------------------
 # settings a run may change when it continues (machine, paths, which stage); every other one must match
-CONTINUE_FREE = {"resume", "stage", "out", "data_dir", "download", "weights", "device", "precision", "workers",
-                 "no_progress", "method_ref"}
+CONTINUE_FREE = {"resume", "stage", "out", "data_dir", "source_dir", "download", "weights", "device", "precision",
+                 "workers", "no_progress", "method_ref", "demo_body"}
 
 
-def check_same_run(saved: dict, cfg: dict, path: str, keys=None) -> None:
+def check_same_run(saved: dict, cfg: dict, path: str, keys=None, given_only: bool = False) -> None:
     """A run continues (--resume, or --stage 2 after --stage 1) only with the configuration that wrote `path`:
-    a changed --lr, --epochs, --batch-size, ... would silently give a run that is neither."""
-    for k in keys or [*cfg, *(k for k in saved if k not in cfg)]:      # flags first, in the parser's order
-        if k not in CONTINUE_FREE and saved.get(k) != cfg.get(k):
-            raise RunError(f"{path} was written with {k}={saved.get(k)!r}, this command has {k}={cfg.get(k)!r}: "
-                           f"repeat the original command's flags, or use another --out")
+    a changed --lr, --epochs, --batch-size, ... would silently give a run that is neither. Names every key that
+    differs, old and new value; `given_only`: only the keys this command has set so far (before the registry)."""
+    keys = keys or [*cfg, *(k for k in saved if k not in cfg)]      # flags first, in the parser's order
+    diff = [k for k in keys if k not in CONTINUE_FREE and saved.get(k) != cfg.get(k)
+            and not (given_only and cfg.get(k) is None)]
+    if diff:
+        old = ", ".join(f"{k}={saved.get(k)!r}" for k in diff)
+        new = ", ".join(f"{k}={cfg.get(k)!r}" for k in diff)
+        raise RunError(f"{'--resume' if cfg['resume'] else '--stage 2'}: {path} was started with {old}; now {new}: "
+                       f"repeat the original command's flags, or use another --out")
 
 
-def run(cfg: dict) -> dict:
+def run(cfg: dict, progress: dict | None = None) -> dict:
+    """One run, both stages. `progress` (filled in as the run goes: the stage, the rows, what last.pt holds) lets
+    main() say where a Ctrl-C stopped it. --out is created by the first file written, so a run that fails on its
+    arguments or data leaves nothing behind."""
     m = setup_machine(cfg)
+    quiet_libraries(m, cfg)
+    progress = {} if progress is None else progress
+    if cfg["precision"] == "bf16" and m["device"].type == "cpu" and m["main"]:
+        print("note: --precision bf16 on the CPU: bf16 autocast acts on the CPU too (matrix products in bfloat16, "
+              "results differ slightly from fp32); it is often slower than fp32 on CPUs without native bf16",
+              file=sys.stderr)
     out = cfg["out"]
-    os.makedirs(out, exist_ok=True)
     last, emb_path = os.path.join(out, "last.pt"), os.path.join(out, "stage1_embedder.pt")
     state: dict = {}
     if os.path.exists(last):
@@ -319,13 +446,14 @@ def run(cfg: dict) -> dict:
         if not cfg["resume"] and state.get("stage") != 1:
             raise RunError(f"{out} already holds a run (last.pt): pass --resume to continue it, or another --out")
         cfg["backbone"] = cfg["backbone"] or state["config"].get("backbone")
+        check_same_run(state["config"], cfg, out, given_only=True)   # before the task is read with other flags
     elif cfg["resume"] and m["main"]:
         print(f"note: --resume but no {last} yet; starting from the beginning", file=sys.stderr)
 
     td, spec, source, model = build_run(cfg, m)
     has_stage1 = METHODS[cfg["method"]]["stage1"] is not None
     if state:
-        check_same_run(state["config"], cfg, last)
+        check_same_run(state["config"], cfg, out)
         if cfg["stage"] == "2" and state.get("stage") == 1 and state["epoch"] + 1 < cfg["stage1_epochs"]:
             raise RunError(f"--stage 2: stage 1 in {last} stopped after epoch {state['epoch'] + 1} of "
                            f"{cfg['stage1_epochs']}; finish it first (--resume with --stage 1 or all)")
@@ -341,6 +469,8 @@ def run(cfg: dict) -> dict:
         model.load_state_dict(emb["model"])
     history = list(state.get("history", []))
     t_start = time.time() - state.get("seconds", 0.0)
+    progress.update(history=history, epochs={1: cfg["stage1_epochs"], 2: cfg["epochs"]},
+                    saved=(history[-1]["stage"], history[-1]["epoch"]) if history else None)
 
     def log(row: dict, resume_state: dict) -> None:
         """Append one epoch row; write last.pt (atomically) then metrics.jsonl from the same history."""
@@ -348,15 +478,19 @@ def run(cfg: dict) -> dict:
         if m["main"]:
             save_atomic(checkpoint_dict(cfg, model, history=history, seconds=time.time() - t_start,
                                         **resume_state), last)
+            progress["saved"] = (row["stage"], row["epoch"])
             write_text_atomic("".join(json.dumps(r) + "\n" for r in history), os.path.join(out, "metrics.jsonl"))
             print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                   flush=True)
-        kill = os.environ.get("MONA_TEST_KILL_AFTER")      # test hook: simulate a kill after this epoch
-        if kill == f"{row['stage']}:{row['epoch']}":
+        here = f"{row['stage']}:{row['epoch']}"           # test hooks: a kill, or a pause for a real SIGINT
+        if os.environ.get("MONA_TEST_KILL_AFTER") == here:
             raise KeyboardInterrupt(f"simulated kill after stage {row['stage']} epoch {row['epoch']}")
+        if os.environ.get("MONA_TEST_PAUSE_AFTER") == here:
+            time.sleep(120)
 
     if has_stage1 and cfg["stage"] in ("1", "all") and state.get("stage", 1) == 1:
         kind = METHODS[cfg["method"]]["stage1"]
+        progress["stage"] = 1
         if kind == "orca":                             # §2.2: ORCA's OTDD alignment (orca.py)
             stage1_orca(cfg, m, model, source, td, spec, state, log)
         else:                                          # Alg. 1 (MoNA) or the Emb warm-up (stage1.py)
@@ -368,6 +502,7 @@ def run(cfg: dict) -> dict:
     result = {"task": cfg["task"], "method": cfg["method"], "protocol": cfg["protocol"], "metric": spec.metric,
               "lower_is_better": True, "n_train": n_train, "n_val": n_val, "n_test": n_test}
     if cfg["stage"] in ("2", "all"):
+        progress["stage"] = 2
         if METHODS[cfg["method"]]["frozen"]:           # Table 2 "Frozen-encoder": the body is not trained
             for p in model.encoder.parameters():
                 p.requires_grad_(False)
@@ -415,13 +550,22 @@ def expected_errors() -> tuple:
 
 
 def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)                   # argparse: usage + one line, exit 2
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = get_parser().parse_args(argv)                   # a bad flag: one line, exit 2
     errors = expected_errors()
+    progress: dict = {}
+    note = unread_flags_note(args)
+    if note and int(os.environ.get("RANK", "0")) == 0:
+        print(note, file=sys.stderr)
     try:
-        run(resolve_config(args))
+        run(resolve_config(args), progress)
     except errors as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_NONFINITE if isinstance(e, NonFiniteLoss) else EXIT_USAGE
+    except KeyboardInterrupt:                              # Ctrl-C: one line (rank 0 only), exit 130
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(interrupted_line(progress, argv), file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -415,3 +415,31 @@ def test_probe_cli_tiny_synthetic(tiny_swin, tmp_path, capsys):
     for name in ("tsne_pretrained.png", "tsne_cifar100-finetune.png", "tsne_ninapro-finetune.png",
                  "linear_probe.png"):
         assert (out / name).stat().st_size > 1000
+
+
+def test_probe_refuses_checkpoints_of_different_source_bodies(tiny_swin, tmp_path, capsys):
+    """One "Pretrained" reference belongs to one source body: a 2D (Swin) and a 1D (RoBERTa) checkpoint together
+    used to draw a single, wrong reference line for one of them."""
+    torch, _, _, _ = _siblings()
+    swin = str(tmp_path / "swin.pt")
+    _write_checkpoint(swin, "cifar100", tiny_swin)
+    text = str(tmp_path / "roberta.pt")
+    ck = torch.load(swin, weights_only=False)
+    ck["config"] = dict(ck["config"], task="ecg", backbone="roberta_base")
+    torch.save(ck, text)
+    assert probe.main(["--checkpoint", swin, text, "--synthetic-data", "--max-samples", "20", "--no-tsne",
+                       "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different source bodies" in err[0] and "swin_base" in err[0] and "roberta_base" in err[0]
+
+
+def test_discrepancy_draws_progress_bars_only_on_a_terminal(tmp_path):
+    """Redirected output (a log file) gets the result lines only, no progress-bar frames."""
+    log = tmp_path / "log.txt"
+    with open(log, "w") as f:
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "discrepancy.py"), "--task", "ninapro",
+                            "--synthetic-data", "--tiny", "--num-experiments", "3000"],
+                           stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, timeout=300)
+    text = log.read_text()
+    assert r.returncode == 0, text
+    assert "\r" not in text and "subset/s" not in text and "it/s" not in text, text[-500:]

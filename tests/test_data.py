@@ -1,5 +1,5 @@
 """Tests for data.py: the task registry against the paper's Tables 9/11, ORCA's 1D token counts and ORCA's
-evaluation settings (src/configs/*.yaml), the two protocols on synthetic and custom data, and the messages for
+evaluation settings (src/configs/*.yaml), the two protocols on synthetic data, and the messages for
 missing files and bad arguments. The native readers have their own tests
 (test_nb360.py, test_fsd50k.py, test_pdebench.py, test_sources.py, test_fileio.py)."""
 import os
@@ -169,91 +169,6 @@ def test_max_train_samples_subsamples_training_only():
     td = load_task("ecg", synthetic=True, max_train_samples=10, seed=1)
     assert (len(td.train), len(td.val), len(td.test)) == (10, 16, 16)
     assert set(td.train.idx) < set(range(64))
-
-
-# --------------------------------------------------------------------------------------------------
-# Custom data
-# --------------------------------------------------------------------------------------------------
-def _disjoint_cover(train, val, n):
-    a, b = set(train.idx.tolist()), set(val.idx.tolist())
-    assert not a & b and a | b == set(range(n))
-
-
-def _save(d, **arrs):
-    for k, v in arrs.items():
-        np.save(d / f"{k}.npy", v)
-
-
-def test_custom_inference(tmp_path):
-    rng = np.random.default_rng(14)
-    cases = {   # (train_x, train_y, expected dim, output, loss, metric, output_shape)
-        "cls1d": (rng.standard_normal((20, 2, 50)), rng.integers(0, 3, 20), "1d", "point", "cross_entropy", "error", (3,)),
-        "reg2d": (rng.standard_normal((20, 1, 8, 8)), rng.standard_normal(20), "2d", "point", "mse", "mse", (1,)),
-        "ml": (rng.standard_normal((20, 1, 30)), (rng.random((20, 5)) < .5).astype(np.int64), "1d", "point", "bce",
-               "one_minus_auroc", (5,)),
-        "dense2d": (rng.standard_normal((20, 3, 8, 8)), rng.standard_normal((20, 8, 8)), "2d", "dense", "mse", "nrmse",
-                    (1, 8, 8)),
-        "dense1d": (rng.standard_normal((20, 1, 40)), rng.standard_normal((20, 2, 40)), "1d", "dense", "mse", "nrmse",
-                    (2, 40)),
-    }
-    for key, (x, y, dim, out, loss, metric, oshape) in cases.items():
-        d = tmp_path / key
-        d.mkdir()
-        _save(d, train_x=x, train_y=y, test_x=x[:4], test_y=y[:4])
-        td = load_task("custom", d)
-        s = td.spec
-        assert (s.dim, s.output, s.loss, s.metric, s.output_shape) == (dim, out, loss, metric, oshape), key
-        assert s.input_shape == x.shape[1:] and (len(td.train), len(td.val), len(td.test)) == (18, 2, 4)
-        _disjoint_cover(td.train, td.val, 20)
-        xi, yi = td.test[1]
-        _check_item(s, xi, yi)
-        assert torch.allclose(xi, torch.from_numpy(x[1]).float())
-        assert data.get_task("custom", d) == s
-    d = tmp_path / "withval"
-    d.mkdir()
-    x, y = cases["cls1d"][:2]
-    _save(d, train_x=x, train_y=y, test_x=x[:4], test_y=y[:4], val_x=x[:3], val_y=y[:3])
-    td = load_task("custom", d)
-    assert (len(td.train), len(td.val)) == (20, 3) and td.info["val_from"] == "published"
-
-
-def test_custom_paper_protocol(tmp_path):
-    rng = np.random.default_rng(15)
-    x, y = rng.standard_normal((20, 2, 50)), rng.integers(0, 3, 20)
-    _save(tmp_path, train_x=x, train_y=y, test_x=x[:4], test_y=y[:4])
-    td, st = load_task("custom", tmp_path, protocol="paper"), load_task("custom", tmp_path)
-    assert td.val is None and td.info["sizes"] == (20, 0, 4) and st.info["sizes"] == (18, 2, 4)
-    assert set(td.train.idx.tolist()) == set(st.train.idx.tolist()) | set(st.val.idx.tolist())
-    assert (td.spec.paper_metric, td.spec.eval_chunk) == (None, 0) and td.test_orca is None
-    xv, yv = rng.standard_normal((3, 2, 50)), np.array([0, 2, 1])            # val files: merged into train
-    _save(tmp_path, val_x=xv, val_y=yv)
-    td = load_task("custom", tmp_path, protocol="paper")
-    assert td.info["sizes"] == (23, 0, 4) and td.train.labels.tolist() == y.tolist() + yv.tolist()
-    assert torch.allclose(td.train[21][0], torch.from_numpy(xv[1]).float()) and int(td.train[21][1]) == 2
-    ym = rng.standard_normal((20, 2, 50))                                    # dense float y through the merge
-    _save(tmp_path, train_y=ym, test_y=ym[:4], val_y=rng.standard_normal((3, 2, 50)))
-    td = load_task("custom", tmp_path, protocol="paper")
-    _check_item(td.spec, *td.train[22])
-
-
-@pytest.mark.parametrize("arrays, pattern", [
-    (dict(train_x=np.zeros((5, 2, 8)), train_y=np.zeros(4, int), test_x=np.zeros((2, 2, 8)), test_y=np.zeros(2, int)),
-     "train_x.npy has 5 samples but train_y.npy has 4"),
-    (dict(train_x=np.zeros((5, 8)), train_y=np.zeros(5, int), test_x=np.zeros((2, 8)), test_y=np.zeros(2, int)),
-     r"must be \(N, C, L\).*found shape \(5, 8\)"),
-    (dict(train_x=np.full((5, 1, 8), np.nan), train_y=np.arange(5) % 2, test_x=np.zeros((2, 1, 8)),
-          test_y=np.zeros(2, int)), "NaN"),
-    (dict(train_x=np.zeros((5, 1, 8)), train_y=np.arange(5) % 2, test_x=np.zeros((2, 1, 9)), test_y=np.zeros(2, int)),
-     "per-sample shape"),
-    (dict(train_x=np.zeros((5, 1, 8)), train_y=np.arange(5) % 2, val_x=np.zeros((2, 1, 8)), test_x=np.zeros((2, 1, 8)),
-          test_y=np.zeros(2, int)), "only one of val_x"),
-    (dict(train_x=np.zeros((5, 1, 8)), train_y=np.arange(5) % 2), "missing .*test_x.npy"),
-])
-def test_custom_errors(tmp_path, arrays, pattern):
-    _save(tmp_path, **arrays)
-    with pytest.raises(DataError, match=pattern) as e:
-        load_task("custom", tmp_path)
-    assert "\n" not in str(e.value)
 
 
 # --------------------------------------------------------------------------------------------------

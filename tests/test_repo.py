@@ -10,7 +10,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_LINES = 600
-WRITTEN = {"report.md"}        # files our tools write (report.py's output), not documents a reader must find
+WRITTEN = {"report.md", "results.md"}   # files our tools write (report.py, bench/real_weights.py), not documents
 
 
 def repo_files() -> list[str]:
@@ -72,3 +72,8 @@ def test_readme_module_map_matches_the_files():
     listed = set(re.findall(r"`([\w]+\.py)`", section))
     assert listed == set(top_level_modules()), (f"README module map lists {sorted(listed)}, "
                                                 f"the repository has {top_level_modules()}")
+
+
+def test_the_suite_runs_single_threaded():
+    import torch
+    assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"

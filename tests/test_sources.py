@@ -83,6 +83,27 @@ def test_conll_surrogate_native(tmp_path):
         data.load_source_surrogate("conll2003", tmp_path)
 
 
+def test_missing_surrogate_messages_name_source_dir_and_its_layout(tmp_path):
+    """No dead end: each message names train.py --source-dir, what to put in it, and never --synthetic-data
+    (it would replace the task's data too, and --task custom refuses it)."""
+    def msg(*args, **kw):
+        with pytest.raises(DataError) as e:
+            data.load_source_surrogate(*args, **kw)
+        m = str(e.value)
+        assert "\n" not in m and "synthetic" not in m and "--source-dir" in m, m
+        return m
+    m = msg("cifar10", tmp_path)
+    assert str(tmp_path / "cifar-10-batches-py" / "data_batch_1") in m and "--download" in m
+    assert "cifar-10-python.tar.gz" in m and "2D" in m
+    m = msg("conll2003", tmp_path, tokenizer=object())
+    assert str(tmp_path / "conll2003" / "eng.train") in m and "train.txt" in m and "1D" in m
+    assert "tokenizer" in m and "eng.testb" in m
+    m = msg("conll2003", tmp_path, tokenizer=object(), split="test")
+    assert str(tmp_path / "conll2003" / "eng.testb") in m and "test.txt" in m
+    for source, layout in (("cifar10", "cifar-10-batches-py/"), ("conll2003", "conll2003/eng.train")):
+        assert layout in msg(source, None)
+
+
 def test_synthetic_surrogates():
     c = data.load_source_surrogate("cifar10", synthetic=True)
     assert c[0][0].shape == (3, 32, 32) and c[0][0].dtype == torch.float32 and set(c.labels.tolist()) == set(range(10))
