@@ -63,6 +63,7 @@ def pretrain(name: str, steps: int, batch_size: int, lr: float, samples: int, se
     readout to classify the synthetic source of its modality. Returns (source, stats)."""
     import backbones
     import data
+    from stage1 import source_mask
     torch.manual_seed(seed)
     source = backbones.build_backbone(name, tiny=True)
     kind = SOURCES[source.modality][0]
@@ -71,7 +72,6 @@ def pretrain(name: str, steps: int, batch_size: int, lr: float, samples: int, se
     ds = data.load_source_surrogate(kind, synthetic=True, seed=seed, vocab_size=vocab, n_synthetic=samples)
     xs_all, ys_all = zip(*(ds[i] for i in range(len(ds))))
     xs_all, ys_all = torch.stack(xs_all), torch.stack(ys_all)
-    pad_id = getattr(ds, "pad_id", None)
     head = torch.nn.Linear(source.feature_dim, int(ys_all.max()) + 1)
     opt = torch.optim.AdamW([*source.parameters(), *head.parameters()], lr=lr)
     g = torch.Generator().manual_seed(seed)
@@ -80,7 +80,7 @@ def pretrain(name: str, steps: int, batch_size: int, lr: float, samples: int, se
     for step in range(steps):
         idx = torch.randint(len(xs_all), (batch_size,), generator=g)
         xs, ys = xs_all[idx], ys_all[idx]
-        mask = None if pad_id is None else xs != pad_id                 # (B, T) real tokens, or None (images)
+        mask = source_mask(ds, xs)                                      # (B, T) real tokens, or None (images)
         logits = head(source.pooled_features(xs, mask))                 # (B, K_s)
         loss = torch.nn.functional.cross_entropy(logits, ys)
         opt.zero_grad(set_to_none=True)

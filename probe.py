@@ -202,14 +202,13 @@ def extract_features(source, dataset, *, batch_size=64, max_samples=None, device
     source.to(device).eval()
     n = len(dataset) if max_samples is None else min(len(dataset), int(max_samples))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
-    pad_id = getattr(dataset, "pad_id", None)
+    from stage1 import source_mask
     feats, labels = [], []
     with torch.no_grad():
         for x, y in loader:
             x = x.to(device)
-            mask = None if pad_id is None else x != pad_id  # (B, T) 1 = real token; images: no mask
-            f = source.encoder(source.source_embedder(x), attention_mask=mask, return_prefix=True)  # (B, P+N', d)
-            feats.append(source.readout(f, mask).float().cpu().numpy())  # (B, d) the body's pooled feature
+            mask = source_mask(dataset, x)  # (B, T) 1 = real token; images: None
+            feats.append(source.pooled_features(x, mask).float().cpu().numpy())  # (B, d) the body's pooled feature
             labels.append(np.asarray(y).reshape(len(x)))
     return np.concatenate(feats), np.concatenate(labels).astype(np.int64)
 

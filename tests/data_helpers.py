@@ -1,6 +1,7 @@
 """Helpers shared by the data tests (test_data.py, test_nb360.py, test_fsd50k.py, test_pdebench.py,
 test_sources.py, test_fileio.py): tiny files in a task's native format, and the per-item check of a task's
 shapes and dtypes."""
+import gzip
 import os
 import pickle
 import sys
@@ -32,6 +33,15 @@ def _write_cifar(path, n, label_key, rng, bytes_keys=False):
         d = {k.encode(): v for k, v in d.items()}
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
+        pickle.dump(d, f)
+    return d
+
+
+def _write_spherical(root, rng, sizes=(("train", 20), ("test", 6))):
+    """NB360's s2_cifar100.gz: a gzip pickle {split: {"images": (n, 3, 60, 60) uint8, "labels": (n,)}}."""
+    d = {s: {"images": rng.integers(0, 256, (n, 3, 60, 60)).astype(np.uint8), "labels": rng.integers(0, 100, n)}
+         for s, n in sizes}
+    with gzip.open(os.path.join(root, "s2_cifar100.gz"), "wb") as f:
         pickle.dump(d, f)
     return d
 

@@ -4,7 +4,6 @@ NAS-Bench-360's and ORCA's `src/data_loaders.py` read them), under both protocol
 "paper" (ORCA's training set = strict train ∪ val, augmented throughout; ORCA's test-time treatment in
 test_orca). Oracles: numpy slicing of the arrays we wrote, torch.std for the normalisers, scikit-learn's
 train_test_split for the ECG records, ORCA's slide_and_cut stride rule written out."""
-import gzip
 import os
 import pickle
 import sys
@@ -18,7 +17,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nb360  # noqa: E402
 from data import DataError, load_task  # noqa: E402
-from data_helpers import _check_item, _write_cifar, _write_cosmic, _write_ecg, _write_ninapro  # noqa: E402
+from data_helpers import (_check_item, _write_cifar, _write_cosmic, _write_ecg, _write_ninapro,  # noqa: E402
+                          _write_spherical)
 
 
 def test_cifar100_native(tmp_path):
@@ -49,10 +49,7 @@ def test_cifar100_native(tmp_path):
 
 def test_spherical_native(tmp_path):
     rng = np.random.default_rng(1)
-    d = {s: {"images": rng.integers(0, 256, (n, 3, 60, 60)).astype(np.uint8), "labels": rng.integers(0, 100, n)}
-         for s, n in (("train", 20), ("test", 6))}
-    with gzip.open(tmp_path / "s2_cifar100.gz", "wb") as f:
-        pickle.dump(d, f)
+    d = _write_spherical(tmp_path, rng)
     td = load_task("spherical", tmp_path)
     # NB360 load_scifar100_data (val_split 0.2): train = first int(0.8 n) rows, val = the rest (40,000 / 10,000)
     assert (len(td.train), len(td.val), len(td.test)) == (16, 4, 6) and td.info["val_from"] == "published"
@@ -277,10 +274,7 @@ def test_cifar100_paper_trains_on_the_whole_file_with_augmentation(tmp_path):
 
 def test_spherical_satellite_paper_whole_train_file(tmp_path):
     rng = np.random.default_rng(21)
-    d = {s: {"images": rng.integers(0, 256, (n, 3, 60, 60)).astype(np.uint8), "labels": rng.integers(0, 100, n)}
-         for s, n in (("train", 20), ("test", 6))}
-    with gzip.open(tmp_path / "s2_cifar100.gz", "wb") as f:
-        pickle.dump(d, f)
+    d = _write_spherical(tmp_path, rng)
     np.save(tmp_path / "satellite_train.npy", {"data": rng.standard_normal((30, 46)), "label": rng.integers(1, 25, 30)},
             allow_pickle=True)
     np.save(tmp_path / "satellite_test.npy", {"data": rng.standard_normal((5, 46)), "label": rng.integers(1, 25, 5)},
