@@ -131,7 +131,8 @@ from splits import PROTOCOLS, ArrayDataset, ConcatRows, IndexedDataset, _carve, 
 # --------------------------------------------------------------------------------------------------
 # Constants
 # --------------------------------------------------------------------------------------------------
-STAGE1 = dict(optimizer="adamw", lr=3e-5, weight_decay=0.1, epochs=10)   # App. A.1 (paper §4.4 says 5 epochs)
+STAGE1 = dict(optimizer="adamw", lr=3e-5, weight_decay=0.1, epochs=10,   # App. A.1 (paper §4.4 says 5 epochs)
+              alpha=1e-2)                 # α: not in the paper; 0.01 for the paper tasks (README)
 BETAS = (0.9, 0.98)            # Adam/AdamW betas of every ORCA config (`src/configs/*.yaml`; the paper gives none)
 NB360_DRIVE = "https://drive.google.com/drive/folders/1OOp6UrCiP79mTIkCrUdjjHWDo8K0bJUw"
 S3 = "https://pde-xd.s3.amazonaws.com/"
@@ -180,6 +181,8 @@ class TaskSpec:
     stage1_lr: float = STAGE1["lr"]
     stage1_weight_decay: float = STAGE1["weight_decay"]
     stage1_epochs: int = STAGE1["epochs"]
+    stage1_steps: int | None = None     # MoNA / Emb stage-1 length in optimizer steps (custom data); None: epochs
+    alpha: float = STAGE1["alpha"]      # α of Eq. (3), not given in the paper (README: the α sweep)
     orca_epochs: int = 60               # ORCA's own stage 1 (`embedder_epochs` of its configs; NinaPro 100)
     # files
     reader: str = ""                    # key of READERS

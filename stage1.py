@@ -26,6 +26,7 @@ Paper map
 | (1D source) real tokens | `src_mask` = (ids != pad_id), None for 2D | (B_s, T) bool                       |
 | f_i^s        | `pooled_normalised(source.readout(feats, src_mask))` | (B_s, d), unit rows              |
 | α, λ, β, K   | `--alpha`, `--lam`, `--stage1-lr`, `--inner-steps` | scalars                            |
+| stage-1 length | `--stage1-epochs` (App. A.1: 10), or `--stage1-steps` optimizer steps (`stage1_epochs_for`; the default on your own data) | |
 
 Which parameters stage 1 trains: the paper (Alg. 1) updates only the target embedder φ_e. We do the same
 by default for MoNA and Emb: the predictor θ_h stays at its random initialisation during stage 1 (it is
@@ -47,6 +48,7 @@ near 0, MoNA's stage 1 reduces to Emb's (a larger α or λ makes it weigh more).
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -204,6 +206,13 @@ def cached_outer_grad(model, source, batches, outer_fn, cfg: dict, m: dict, n_ba
     return v
 
 
+def stage1_epochs_for(steps: int, n_train: int, batch_size: int, world: int = 1) -> int:
+    """Passes over a training set of n_train samples (sharded over `world` processes, last batch kept) that hold
+    `steps` optimizer steps (--stage1-steps); `stage1` stops at exactly `steps`."""
+    per_epoch = math.ceil(math.ceil(n_train / world) / batch_size)
+    return math.ceil(steps / per_epoch)
+
+
 def stage1(cfg: dict, m: dict, model, source, td, spec, state: dict, log, *, kind: str) -> None:
     """Stage 1 of MoNA (kind "mona", Alg. 1) or Emb (kind "emb", §2.2): only φ is updated; the encoder is
     reset to (= stays at) θ^S_f0. ORCA's stage 1 is orca.stage1_orca."""
@@ -235,7 +244,11 @@ def stage1(cfg: dict, m: dict, model, source, td, spec, state: dict, log, *, kin
         if kind == "mona":
             batches = source_batches(surrogate, source, cfg, m, seed=epoch_seed(cfg, 1, epoch))
         bar = progress(loader, m, cfg, f"stage 1 [{kind}] epoch {epoch + 1}/{cfg['stage1_epochs']}")
+        # --stage1-steps: the run's length is a number of optimizer steps; the last pass stops at it
+        budget = cfg["stage1_steps"] - epoch * len(loader) if cfg.get("stage1_steps") else len(loader)
         for x, y in bar:
+            if n >= budget:
+                break
             x, y = x.to(m["device"]), y.to(m["device"])
             if kind == "mona":
                 src_tokens, src_mask, ys = next(batches)

