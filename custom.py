@@ -67,7 +67,7 @@ VALUES_PER_TOKEN = 8           # a 1D token carries at least C·p >= 8 values (m
 MAX_TOKENS = 512               # RoBERTa's positions (ORCA's default target_seq_len)
 CUSTOM_DEFAULTS = dict(batch_size=32, epochs=20, accum=1, optimizer="adamw", lr=1e-4, weight_decay=1e-5,
                        momentum=0.0, clip=1.0, warmup_epochs=1, decay_epochs=20,
-                       stage1_steps=100, stage1_lr=3e-4, alpha=1e-2)
+                       stage1_steps=100, stage1_lr=3e-5, alpha=1e-2)
 LOSSES = {("classification", False): ("cross_entropy", "error"), ("regression", False): ("mse", "mse"),
           ("multilabel", True): ("bce", "one_minus_auroc"), ("dense", True): ("bce", "one_minus_auroc"),
           ("dense", False): ("mse", "nrmse")}          # (kind, BCE on 0/1 targets) -> (loss, metric)

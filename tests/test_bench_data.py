@@ -288,3 +288,40 @@ def test_surrogate_through_load_source_surrogate(tmp_path):
         assert n <= len(ds) <= n + 3 and set(ds.labels.tolist()) == {0, 1, 2, 3}
         x, y = ds[0]
         assert tuple(x.shape) == (sources.CONLL_SEQ_LEN,) and int(x[0]) == 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bench/real_weights.py and bench/sweep.py: the table, the run claims, the sweep's selection rule
+# ---------------------------------------------------------------------------------------------------------
+def test_results_table_ranks_among_the_methods_with_a_result():
+    import real_weights as rw
+    scores = {("osuleaf", "finetune"): [10.0, 12.0], ("osuleaf", "mona"): [20.0], ("osuleaf", "emb"): [10.0, 12.0],
+              ("tecator", "finetune"): [1.0], ("tecator", "mona"): [0.5]}
+    rows = {ln.split(" | ")[0].strip("| "): ln for ln in rw.table(scores).splitlines() if ln.startswith("| ")}
+    assert "11.00 ± 1.41 (n=2)" in rows["finetune"] and "20.00 (n=1)" in rows["mona"]
+    assert rows["finetune"].endswith("| 1.75 (2 tasks) |")        # tied 1st-2nd on osuleaf (1.5), 2nd on tecator
+    assert rows["mona"].endswith("| 2.00 (2 tasks) |") and rows["emb"].endswith("| 1.50 (1 tasks) |")
+    assert rows["orca"].endswith("| – |")
+
+
+def test_a_run_is_claimed_once_and_a_dead_claim_is_taken_over(tmp_path):
+    import real_weights as rw
+    out = str(tmp_path / "runs" / "t-mona-s0")
+    assert rw._claim(out) and not rw._claim(out)                 # held by this (live) process
+    with open(out + ".lock", "w") as f:
+        f.write("999999999")                                     # no such process
+    assert rw._claim(out) and open(out + ".lock").read() == str(os.getpid())
+
+
+def test_sweep_chooses_the_lowest_mean_validation_error_and_the_earlier_row_on_ties(tmp_path):
+    import sweep
+    rows = [dict(alpha=0.01), dict(alpha=0.1), dict(alpha=1.0)]
+    vals = {0.01: (10.0, 30.0), 0.1: (0.0, 40.0), 1.0: (5.0, 25.0)}   # means 20, 20, 15
+    for r in rows:
+        for t, v in zip(sweep.TASKS, vals[r["alpha"]]):
+            d = sweep.run_dir(str(tmp_path), t, r)
+            os.makedirs(d)
+            json.dump({"best_val": v, "test": 0.0}, open(os.path.join(d, "result.json"), "w"))
+            open(os.path.join(d, "metrics.jsonl"), "w").write(json.dumps({"stage": 2, "epoch": 1}) + "\n")
+    assert sweep.best(str(tmp_path), rows) == dict(alpha=1.0)
+    assert sweep.best(str(tmp_path), rows[:2]) == dict(alpha=0.01)     # a tie: the earlier row

@@ -108,3 +108,18 @@ def test_mona_on_the_demo_runs_the_stated_steps(tmp_path):
                        "--max-train-samples", "16", "--batch-size", "8", "--stage1-steps", "3",
                        "--out", out]) == 0
     assert [r["steps"] for r in stage1_rows(out)] == [2, 1]
+
+
+def test_discrepancy_on_a_body_without_its_head_is_one_line(tmp_path, capsys, monkeypatch):
+    """Fig. 4 needs the complete source model: a bare encoder folder (sentence-transformers' all-MiniLM-L6-v2
+    is a BertModel) gets one line naming what is missing and what works instead."""
+    import transformers
+    import discrepancy
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=37, architectures=["BertModel"])
+    transformers.BertModel(config).save_pretrained(tmp_path / "body")
+    d = write_task(tmp_path / "t")
+    rc = discrepancy.main(["--task", "custom", "--data-dir", d, "--backbone", str(tmp_path / "body")])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert rc == 2 and len(err) == 1 and "no source head" in err[0] and "ForMaskedLM" in err[0], err
