@@ -325,3 +325,41 @@ def test_sweep_chooses_the_lowest_mean_validation_error_and_the_earlier_row_on_t
             open(os.path.join(d, "metrics.jsonl"), "w").write(json.dumps({"stage": 2, "epoch": 1}) + "\n")
     assert sweep.best(str(tmp_path), rows) == dict(alpha=1.0)
     assert sweep.best(str(tmp_path), rows[:2]) == dict(alpha=0.01)     # a tie: the earlier row
+
+
+def test_custom_mona_runs_with_a_body_folder_and_the_surrogate_folder_alone(tmp_path, monkeypatch):
+    """The user's command on their own data, `train.py --task custom --data-dir D --backbone FOLDER --source-dir S`
+    and nothing else, with a folder shaped like all-MiniLM-L6-v2's (a bare BertModel and its fast tokenizer; tiny
+    and random here) and this surrogate: MoNA runs both stages with the custom defaults (100 stage-1 steps)."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    import custom
+    import train
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)                  # train.py's default --out, runs/custom-mona
+    cs.write_surrogate(tmp_path / "src", n_train=120, n_test=40, seed=0)
+    words = open(tmp_path / "src" / "conll2003" / "eng.train", encoding="utf-8").read().split()
+    vocab = {"[CLS]": 0, "[PAD]": 1, "[SEP]": 2, "[UNK]": 3, **{w: i + 4 for i, w in enumerate(sorted(set(words)))}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                       special_tokens=[("[CLS]", 0), ("[SEP]", 2)])
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
+                                         cls_token="[CLS]", sep_token="[SEP]").save_pretrained(tmp_path / "body")
+    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=37, pad_token_id=1,
+                                     architectures=["BertModel"])
+    transformers.BertModel(config).save_pretrained(tmp_path / "body")
+    rng = np.random.default_rng(0)
+    os.makedirs(tmp_path / "task")
+    for split, n in (("train", 50), ("test", 12)):
+        y = np.arange(n) % 3
+        np.save(tmp_path / "task" / f"{split}_x.npy", rng.normal(size=(n, 2, 24)).astype(np.float32) + y[:, None, None])
+        np.save(tmp_path / "task" / f"{split}_y.npy", y)
+    assert train.main(["--task", "custom", "--data-dir", "task", "--backbone", "body", "--source-dir", "src"]) == 0
+    rows = [json.loads(ln) for ln in open(tmp_path / "runs" / "custom-mona" / "metrics.jsonl", encoding="utf-8")]
+    s1 = [r for r in rows if r["stage"] == 1]
+    assert s1[0]["method"] == "mona" and sum(r["steps"] for r in s1) == custom.CUSTOM_DEFAULTS["stage1_steps"]
+    assert all(np.isfinite(r["meta_ratio"]) and r["meta_ratio"] > 0 for r in s1)
+    assert len([r for r in rows if r["stage"] == 2]) == custom.CUSTOM_DEFAULTS["epochs"]
