@@ -111,8 +111,13 @@ def _ot_value(C: torch.Tensor, eps: float, iters: int) -> torch.Tensor:
 
 
 def _sq_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    # ½‖x_i − y_j‖², geomloss's cost for p = 2   (n, m)
-    return 0.5 * (x[:, None, :] - y[None, :, :]).pow(2).sum(-1)
+    # ½‖x_i − y_j‖² = ½(‖x_i‖² + ‖y_j‖² − 2 x_i·y_j), geomloss's cost for p = 2   (n, m)
+    # One matrix product instead of an (n, m, D) difference tensor (2,000 × 2,000 × 384 floats for a CPU-sized
+    # source set: ~20x slower); in float64, so the cancellation on near pairs stays ~1e-13 relative; the clamp
+    # only removes round-off below 0 (the diagonal of x against itself).
+    x64, y64 = x.double(), y.double()
+    sq = (x64 * x64).sum(-1)[:, None] + (y64 * y64).sum(-1)[None, :] - 2.0 * x64 @ y64.T
+    return (0.5 * sq.clamp_min(0.0)).to(x.dtype)
 
 
 def sinkhorn_divergence(x: torch.Tensor, y: torch.Tensor, eps: float = 0.1, iters: int = 100,
