@@ -455,7 +455,6 @@ def target_source_logits(task=None, backbone=None, *, data_dir=None, synthetic=F
         raise DiscrepancyError(f"backbone {backbone!r} has no source head (its checkpoint holds the encoder only): "
                                "the discrepancy needs the source model's logits; use a body saved with its head "
                                f"(a *ForMaskedLM folder, or {DEFAULT_BACKBONE[spec.dim]})")
-
     C = int(spec.input_shape[0])
     if spec.dim == "1d":
         embedder = embedders.build_embedder(source, C, seq_len=int(spec.input_shape[-1]),

@@ -94,8 +94,9 @@ STAGE1_DEFAULTS = dict(
 )
 # Flags only some methods read (ignored by the others, with a note): flag -> the methods that read them
 _S1 = ("orca", "emb", "mona")
-METHOD_FLAGS = dict(stage1_epochs=_S1, stage1_steps=("emb", "mona"), stage1_batch_size=_S1, stage1_lr=_S1, stage1_weight_decay=_S1,
-                    stage1_train_head=("emb", "mona"), source_dir=("orca", "mona"),
+_PHI_S1 = ("emb", "mona")        # stage 1 = steps of φ on the target loss (stage1.py); ORCA's is OTDD (orca.py)
+METHOD_FLAGS = dict(stage1_epochs=_S1, stage1_steps=_PHI_S1, stage1_batch_size=_S1, stage1_lr=_S1,
+                    stage1_weight_decay=_S1, stage1_train_head=_PHI_S1, source_dir=("orca", "mona"),
                     **{k: ("mona",) for k in ("alpha", "lam", "inner_steps", "meta", "hvp", "cache_outer_grad",
                                               "outer_loss", "no_inner_loss")})
 # --demo: a tiny body pretrained for a few seconds on the synthetic source of its modality (demo.py), synthetic
@@ -111,7 +112,6 @@ DEMO_ALPHA = {"2d": 0.1, "1d": 1.0}
 # size; the custom default 1e-4 is a fine-tuning rate for pretrained bodies (a 3-class sine task stayed at chance,
 # 61-69 % error, with it, and reached 2-3 % at 1e-3)
 TINY_CUSTOM_LR = 1e-3
-
 EXIT_USAGE, EXIT_NONFINITE, EXIT_INTERRUPTED = 2, 3, 130     # 130 = 128 + SIGINT, the shell's code for Ctrl-C
 
 
@@ -307,8 +307,9 @@ def resolve_config(args: argparse.Namespace) -> dict:
     if args.demo:                                  # tiny + synthetic + short schedule; explicit flags win
         cfg["tiny"] = cfg["synthetic_data"] = True
         for k, v in DEMO.items():
+            # ORCA keeps its own stage-1 lr rule; an explicit --stage1-steps replaces the demo's stage-1 epochs
             if cfg.get(k) is None and not (k == "stage1_lr" and args.method == "orca") \
-                    and not (k == "stage1_epochs" and cfg.get("stage1_steps")):   # ORCA: its own lr rule
+                    and not (k == "stage1_epochs" and cfg.get("stage1_steps")):
                 cfg[k] = v
     for k, v in STAGE1_DEFAULTS.items():           # MoNA's settings not given (some have no flag)
         if cfg.get(k) is None:                     # α: the task's (data.TaskSpec.alpha) or --demo's, fill_from_spec
@@ -356,9 +357,9 @@ def fill_from_spec(cfg: dict, spec) -> dict:
         cfg["stage1_epochs"] = spec.orca_epochs if cfg["method"] == "orca" else spec.stage1_epochs
         # your own data: MoNA / Emb count stage 1 in optimizer steps (spec.stage1_steps), so that a small training
         # set still gets a stage 1 that moves φ (App. A.1's 10 epochs over 50 samples are 20 steps)
-        if cfg.get("stage1_steps") is None and cfg["method"] in ("emb", "mona") and not cfg["demo"]:
+        if cfg.get("stage1_steps") is None and cfg["method"] in _PHI_S1 and not cfg["demo"]:
             cfg["stage1_steps"] = spec.stage1_steps
-    if cfg["method"] not in ("emb", "mona"):
+    if cfg["method"] not in _PHI_S1:
         cfg["stage1_steps"] = None                 # ORCA takes one step per epoch: its length is in epochs
     # Stage-1 target batch: the paper does not state it; ORCA's stage 1 draws its target classes with the task's
     # batch size (`load_by_class` in src/embedder.py), so the stage-2 batch size is the default (Table 9/11)

