@@ -491,18 +491,6 @@ def expected_errors():
     return (DiscrepancyError,) + train.expected_errors()
 
 
-def positive_int(text):
-    """argparse type: an integer >= 1 (I, n_t, batch sizes)."""
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def get_parser() -> argparse.ArgumentParser:
     """The command line of the Fig. 4 measurement (argparse, imported here only: the estimator needs none).
     The options shared with train.py and probe.py come from train.add_shared_arguments (one declaration)."""
@@ -522,11 +510,11 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", metavar="CKPT", default=None,
                    help="a train.py checkpoint (e.g. stage1_embedder.pt): use ITS target embedder φ_e (Fig. 4 after "
                         "alignment); without it, the source-initialised embedder")
-    g.add_argument("--max-samples", metavar="N", type=positive_int, default=None,
+    g.add_argument("--max-samples", metavar="N", type=train.pos_int, default=None,
                    help="n_t: use at most N target training samples (default: all)")
     train.add_shared_arguments(p)
     g = p.add_argument_group("the search over (B, π) (Alg. 2)")
-    g.add_argument("--num-experiments", metavar="I", type=positive_int, default=NUM_EXPERIMENTS,
+    g.add_argument("--num-experiments", metavar="I", type=train.pos_int, default=NUM_EXPERIMENTS,
                    help="I = number of random experiments of Alg. 2, each a random subset B ⊂ Y^s with |B| = |Y^t| "
                         "and a random permutation π (default: %(default)s, as in App. A.4)")
     g.add_argument("--method", default="random", choices=METHODS,
@@ -534,7 +522,7 @@ def get_parser() -> argparse.ArgumentParser:
                         "with its exact best π (linear_sum_assignment), then a local search over B (never larger); "
                         "default: %(default)s")
     g = p.add_argument_group("machine")
-    g.add_argument("--batch-size", metavar="N", type=positive_int, default=64,
+    g.add_argument("--batch-size", metavar="N", type=train.pos_int, default=64,
                    help="batch size of the source-model forward passes (default: %(default)s)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -546,7 +534,10 @@ def main(argv=None) -> int:
     Usage mistakes exit 2 with argparse's usage line; expected mistakes (unknown task, missing files, a
     non-classification task, a bad checkpoint, ...) print one line "error: ..." and return 2.
     """
+    import runtime
+
     args = get_parser().parse_args(argv)  # argparse: usage + one line, exit 2
+    runtime.quiet_libraries({"main": True}, {"no_progress": args.no_progress})   # transformers' loading bars
     try:
         z, y, spec, info = target_source_logits(
             args.task, args.backbone, data_dir=args.data_dir, synthetic=args.synthetic_data, tiny=args.tiny,

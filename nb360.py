@@ -408,12 +408,17 @@ class CosmicDataset(IndexedDataset):
         path, image, mask, ignore = self._stack(r)
         sky_path = os.path.join(os.path.dirname(path), "sky.npy")
         if (self.train or self.sky_seed is not None) and os.path.exists(sky_path):
-            sky = _load_npy(self.task, sky_path, mmap=False)
-            k = int(os.path.basename(path).split("_")[0]) - 1
+            sky = np.asarray(_load_npy(self.task, sky_path, mmap=False)).reshape(-1)
+            # deepCR names each stack "<k>_<...>.npy": its sky level is entry k (1-based) of the folder's sky.npy
+            head = os.path.basename(path).split("_")[0]
+            if not head.isdigit() or not 1 <= int(head) <= len(sky):
+                raise _bad(self.task, path, f"a file name '<k>_....npy' with 1 <= k <= {len(sky)} (the entries "
+                           f"of {sky_path})", f"name {os.path.basename(path)!r}")
+            k = int(head) - 1
             # ORCA get_skyaug: sky_k · U(−0.9, 3)
             u = (float(torch.empty(()).uniform_(-0.9, 3.0)) if self.train
                  else float(np.random.default_rng([self.sky_seed, r]).uniform(-0.9, 3.0)))
-            image = image + float(np.asarray(sky).reshape(-1)[k]) * u
+            image = image + float(sky[k]) * u
         y = np.where(ignore > 0.5, IGNORE_VALUE, mask).astype(np.float32)
         return torch.from_numpy(image[None].copy()), torch.from_numpy(y[None])
 

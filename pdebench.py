@@ -114,10 +114,10 @@ def _read_pdebench(spec, data_dir, val_fraction, seed, protocol, *, file, layout
     dl = spec.downloads[0]
     path = _path(spec.name, data_dir, file, spec.origin, downloadable=True)
     f = _open_h5(spec.name, path)
-    S = tuple(int(v) * rx for v in spec.input_shape[1:])         # native spatial size (ORCA's ::rx of it)
-    if layout == "cfd":
-        S = (S[0] // 3,)
-    try:
+    try:                                     # closed however the scan ends; the datasets reopen it lazily
+        S = tuple(int(v) * rx for v in spec.input_shape[1:])     # native spatial size (ORCA's ::rx of it)
+        if layout == "cfd":
+            S = (S[0] // 3,)
         if layout in ("tensor", "cfd"):
             names = ("tensor",) if layout == "tensor" else ("density", "pressure", "Vx")
             for n in names:
@@ -129,7 +129,8 @@ def _read_pdebench(spec, data_dir, val_fraction, seed, protocol, *, file, layout
             keys = list(range(N))
         elif layout == "darcy":
             if "tensor" not in f or "nu" not in f:
-                raise _bad(spec.name, path, "datasets 'tensor' (N,1,128,128) and 'nu' (N,128,128)", f"{sorted(f.keys())}")
+                raise _bad(spec.name, path, "datasets 'tensor' (N,1,128,128) and 'nu' (N,128,128)",
+                           f"{sorted(f.keys())}")
             N, T = f["nu"].shape[0], 1
             _check_shape(spec.name, path, "nu", f["nu"].shape, (N, *S))
             _check_shape(spec.name, path, "tensor", f["tensor"].shape, (N, 1, *S))
@@ -144,37 +145,31 @@ def _read_pdebench(spec, data_dir, val_fraction, seed, protocol, *, file, layout
             if shp[1:-1] != S or shp[-1] <= max(cin, cout):
                 raise _bad(spec.name, path, f"group data of shape (T, {', '.join(map(str, S))}, >{max(cin, cout)})",
                            f"{shp}")
-    except DataError:
-        f.close()
-        raise
-    t_idx = _t_index(T, rt, t_train) if layout != "darcy" else 0
-    t_orca = _t_index(T, rt, ORCA_TEST_T_TRAIN) if layout != "darcy" else 0     # ORCA's test frame
-    n = len(keys)
-    # PDEBench split: single file -> first 10 % test; grouped -> last 10 % of sorted keys test
-    n_test = max(1, int(n * 0.1)) if layout != "groups" else max(1, n - int(n * 0.9))
-    if layout == "groups":
-        test_keys, train_keys = keys[n - n_test:], keys[:n - n_test]
-    else:
-        test_keys, train_keys = keys[:n_test], keys[n_test:]
-    if protocol == "paper":                              # ORCA load_pde: every non-test sample trains
-        t_rel, v_rel = np.arange(len(train_keys)), None
-    else:
-        t_rel, v_rel = _carve(len(train_keys), val_fraction)
-    try:
+        t_idx = _t_index(T, rt, t_train) if layout != "darcy" else 0
+        t_orca = _t_index(T, rt, ORCA_TEST_T_TRAIN) if layout != "darcy" else 0  # ORCA's test frame
+        n = len(keys)
+        # PDEBench split: single file -> first 10 % test; grouped -> last 10 % of sorted keys test
+        n_test = max(1, int(n * 0.1)) if layout != "groups" else max(1, n - int(n * 0.9))
+        if layout == "groups":
+            test_keys, train_keys = keys[n - n_test:], keys[:n - n_test]
+        else:
+            test_keys, train_keys = keys[:n_test], keys[n_test:]
+        if protocol == "paper":                          # ORCA load_pde: every non-test sample trains
+            t_rel, v_rel = np.arange(len(train_keys)), None
+        else:
+            t_rel, v_rel = _carve(len(train_keys), val_fraction)
         _need(spec.name, path, protocol, {"train": len(t_rel), "val": None if v_rel is None else len(v_rel),
                                           "test": len(test_keys)},
               f"the file holds {n} samples; the {protocol} protocol needs at least {2 if protocol == 'paper' else 3}")
-    except DataError:
+        norm = None
+        if layout == "cfd":                              # UnitGaussianNormalizer fitted on training inputs
+            tr_idx = [train_keys[i] for i in t_rel]
+            x0 = np.concatenate([f[n][:, 0, ::rx] for n in ("density", "pressure", "Vx")], 1)[tr_idx]   # (n, 3X)
+            mu, sd = _unit_gaussian(x0.astype(np.float32))
+            norm = (mu[None].astype(np.float32), sd[None].astype(np.float32))
+            del x0
+    finally:
         f.close()
-        raise
-    norm = None
-    if layout == "cfd":                                  # UnitGaussianNormalizer fitted on training inputs
-        tr_idx = [train_keys[i] for i in t_rel]
-        x0 = np.concatenate([f[n][:, 0, ::rx] for n in ("density", "pressure", "Vx")], 1)[tr_idx]   # (n, 3X)
-        mu, sd = _unit_gaussian(x0.astype(np.float32))
-        norm = (mu[None].astype(np.float32), sd[None].astype(np.float32))
-        del x0
-    f.close()
     mk = lambda ks, t=t_idx: PDEDataset(spec.name, path, ks, layout, t, rx, cin, cout, norm)
     train = mk([train_keys[i] for i in t_rel])
     val = None if v_rel is None else mk([train_keys[i] for i in v_rel])

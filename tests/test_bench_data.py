@@ -5,6 +5,7 @@ load_task for custom folders, sources.conll_mentions and data.load_source_surrog
 The checks on the real UCR files run only where they are unpacked (/tmp/wheels); the rest always runs."""
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -313,6 +314,28 @@ def test_a_run_is_claimed_once_and_a_dead_claim_is_taken_over(tmp_path):
     assert rw._claim(out) and open(out + ".lock").read() == str(os.getpid())
 
 
+def test_runner_takes_the_asked_seeds_seed_major_and_skips_finished_and_claimed_runs(tmp_path, monkeypatch):
+    import real_weights as rw
+    ran = []
+
+    def fake_run(cmd, out, threads):                             # what run_claimed does, minus train.py
+        ran.append((os.path.basename(out), cmd[cmd.index("--seed") + 1]))
+        os.remove(out + ".lock")
+        return "ok"
+
+    monkeypatch.setattr(rw, "run_claimed", fake_run)
+    runs = tmp_path / "runs"
+    os.makedirs(runs / "a-mona-s0")
+    (runs / "a-mona-s0" / "result.json").write_text("{}")          # finished: skipped
+    assert rw._claim(str(runs / "b-emb-s1"))                      # claimed by a live runner: skipped
+    paths = {"data": str(tmp_path / "tasks"), "body": "body", "source": "src"}
+    rw.run_all(paths, str(tmp_path), methods=("emb", "mona"), tasks=("a", "b"), seeds=(1, 0))
+    assert ran == [("a-emb-s1", "1"), ("a-mona-s1", "1"), ("b-mona-s1", "1"),
+                   ("a-emb-s0", "0"), ("b-emb-s0", "0"), ("b-mona-s0", "0")]
+    with pytest.raises(SystemExit):                               # only the seeds fixed in advance
+        rw.main(["--seeds", "3", "--table-only", "--work", str(tmp_path)])
+
+
 def test_sweep_chooses_the_lowest_mean_validation_error_and_the_earlier_row_on_ties(tmp_path):
     import sweep
     rows = [dict(alpha=0.01), dict(alpha=0.1), dict(alpha=1.0)]
@@ -327,17 +350,12 @@ def test_sweep_chooses_the_lowest_mean_validation_error_and_the_earlier_row_on_t
     assert sweep.best(str(tmp_path), rows[:2]) == dict(alpha=0.01)     # a tie: the earlier row
 
 
-def test_custom_mona_runs_with_a_body_folder_and_the_surrogate_folder_alone(tmp_path, monkeypatch):
-    """The user's command on their own data, `train.py --task custom --data-dir D --backbone FOLDER --source-dir S`
-    and nothing else, with a folder shaped like all-MiniLM-L6-v2's (a bare BertModel and its fast tokenizer; tiny
-    and random here) and this surrogate: MoNA runs both stages with the custom defaults (100 stage-1 steps)."""
+def _minilm_like(tmp_path):
+    """A folder shaped like all-MiniLM-L6-v2's (a bare BertModel and its fast tokenizer; tiny and random here) whose
+    word-level vocabulary covers the surrogate written to tmp_path/src. Returns the folder."""
     import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    import custom
-    import train
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.chdir(tmp_path)                  # train.py's default --out, runs/custom-mona
     cs.write_surrogate(tmp_path / "src", n_train=120, n_test=40, seed=0)
     words = open(tmp_path / "src" / "conll2003" / "eng.train", encoding="utf-8").read().split()
     vocab = {"[CLS]": 0, "[PAD]": 1, "[SEP]": 2, "[UNK]": 3, **{w: i + 4 for i, w in enumerate(sorted(set(words)))}}
@@ -351,6 +369,19 @@ def test_custom_mona_runs_with_a_body_folder_and_the_surrogate_folder_alone(tmp_
                                      num_attention_heads=2, intermediate_size=37, pad_token_id=1,
                                      architectures=["BertModel"])
     transformers.BertModel(config).save_pretrained(tmp_path / "body")
+    return tmp_path / "body"
+
+
+def test_custom_mona_runs_with_a_body_folder_and_the_surrogate_folder_alone(tmp_path, monkeypatch):
+    """The user's command on their own data, `train.py --task custom --data-dir D --backbone FOLDER --source-dir S`
+    and nothing else, with a folder shaped like all-MiniLM-L6-v2's (a bare BertModel and its fast tokenizer; tiny
+    and random here) and this surrogate: MoNA runs both stages with the custom defaults (100 stage-1 steps)."""
+    import custom
+    import train
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)                  # train.py's default --out, runs/custom-mona
+    _minilm_like(tmp_path)
     rng = np.random.default_rng(0)
     os.makedirs(tmp_path / "task")
     for split, n in (("train", 50), ("test", 12)):
@@ -363,3 +394,26 @@ def test_custom_mona_runs_with_a_body_folder_and_the_surrogate_folder_alone(tmp_
     assert s1[0]["method"] == "mona" and sum(r["steps"] for r in s1) == custom.CUSTOM_DEFAULTS["stage1_steps"]
     assert all(np.isfinite(r["meta_ratio"]) and r["meta_ratio"] > 0 for r in s1)
     assert len([r for r in rows if r["stage"] == 2]) == custom.CUSTOM_DEFAULTS["epochs"]
+
+
+@pytest.mark.parametrize("script", ["probe.py", "discrepancy.py"])
+def test_analyses_write_no_weight_loading_bars_into_a_log(tmp_path, script):
+    """Redirected output (the benchmark's logs) holds the result or the one error line, not the progress bars that
+    transformers draws while it loads a body folder's weights."""
+    body = _minilm_like(tmp_path)
+    if script == "probe.py":                     # Fig. 3 on the surrogate: runs, prints its table
+        args = ["--backbone", str(body), "--data-dir", str(tmp_path / "src"), "--max-samples", "20", "--no-tsne",
+                "--out", str(tmp_path / "p")]
+    else:                                        # Fig. 4 on a head-less body: loads it, then its one error line
+        rng = np.random.default_rng(0)
+        os.makedirs(tmp_path / "task")
+        for split, n in (("train", 20), ("test", 6)):
+            np.save(tmp_path / "task" / f"{split}_x.npy", rng.normal(size=(n, 2, 24)).astype(np.float32))
+            np.save(tmp_path / "task" / f"{split}_y.npy", np.arange(n) % 3)
+        args = ["--task", "custom", "--data-dir", str(tmp_path / "task"), "--backbone", str(body)]
+    r = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
+                       cwd=tmp_path, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == (0 if script == "probe.py" else 2), out[-2000:]
+    assert "Loading weights" not in out and "\r" not in out and "it/s" not in out, out[-2000:]
+    assert "Traceback" not in out

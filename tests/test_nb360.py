@@ -178,6 +178,13 @@ def test_cosmic_native(tmp_path):
     sky = 10.0 * (r + 1)
     assert torch.allclose(offset, offset.flatten()[0].expand_as(offset), atol=1e-4)   # a constant sky shift
     assert -0.9 * sky - 1e-3 <= float(offset[0, 0]) <= 3.0 * sky + 1e-3
+    # a stack whose name does not start with its sky index k: one line naming the file and the expected name
+    for bad in ("img_1.npy", "11_img.npy"):                          # no index / k beyond the 10 sky entries
+        os.rename(root / "train" / "f435w_GAL" / f"{r + 1}_img.npy", root / "train" / "f435w_GAL" / bad)
+        td.train.paths[r] = f"./train/f435w_GAL/{bad}"
+        with pytest.raises(DataError, match=rf"{bad}.*'<k>_\.\.\.\.npy' with 1 <= k <= 10"):
+            td.train[0]
+        os.rename(root / "train" / "f435w_GAL" / bad, root / "train" / "f435w_GAL" / f"{r + 1}_img.npy")
 
 
 def test_ecg_native(tmp_path):
