@@ -55,7 +55,15 @@ EPOCHS = 10                             # stage-2 epochs (custom default 20): ha
 
 
 def prepare(wheels: str, work: str) -> dict:
-    """Unpack the two wheels (only the files used) and write the four task folders and the surrogate once."""
+    """Unpack the two wheels (only the files used) and write the four task folders and the surrogate once; runners
+    started together take turns (an exclusive lock on work/.prepare.lock), so none reads a half-written file."""
+    import fcntl
+    with open(os.path.join(_mkdir(work), ".prepare.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)             # released when the file closes
+        return _prepare(wheels, work)
+
+
+def _prepare(wheels: str, work: str) -> dict:
     import conll_surrogate
     import ucr
     paths = {"body": os.path.join(work, "minilm"), "data": os.path.join(work, "tasks"),

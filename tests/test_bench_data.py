@@ -336,6 +336,29 @@ def test_runner_takes_the_asked_seeds_seed_major_and_skips_finished_and_claimed_
         rw.main(["--seeds", "3", "--table-only", "--work", str(tmp_path)])
 
 
+def test_runners_started_together_prepare_the_work_folder_one_at_a_time(tmp_path, monkeypatch):
+    """The README starts two runners at once: the second waits while the first unpacks the body and writes the
+    task folders (else it could train on a half-written checkpoint)."""
+    import threading
+    import time
+    import real_weights as rw
+    events = []
+
+    def slow_prepare(wheels, work):
+        events.append("in")
+        time.sleep(0.3)
+        events.append("out")
+        return {}
+
+    monkeypatch.setattr(rw, "_prepare", slow_prepare)
+    runners = [threading.Thread(target=rw.prepare, args=("wheels", str(tmp_path / "work"))) for _ in range(2)]
+    for t in runners:
+        t.start()
+    for t in runners:
+        t.join()
+    assert events == ["in", "out", "in", "out"]
+
+
 def test_sweep_chooses_the_lowest_mean_validation_error_and_the_earlier_row_on_ties(tmp_path):
     import sweep
     rows = [dict(alpha=0.01), dict(alpha=0.1), dict(alpha=1.0)]
