@@ -368,6 +368,9 @@ def main(argv=None) -> int:
                     help="then compare the finished runs with a reference runs.json, run by run (e.g. "
                          "bench/results/runs.json, the runs behind the README's table)")
     a = ap.parse_args(argv)
+    if a.table_only and not os.path.isdir(os.path.join(a.work, "runs")):
+        print(f"error: --work {a.work}: no runs/ folder (run the benchmark into it first)", file=sys.stderr)
+        return 2
     if a.compare and not os.path.exists(a.compare):
         print(f"error: --compare {a.compare}: no such file (the reference is bench/results/runs.json)",
               file=sys.stderr)

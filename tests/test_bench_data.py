@@ -360,6 +360,8 @@ def test_runs_json_and_compare_against_a_reference(tmp_path, capsys):
     assert "3 of 3 runs identical to the reference" in capsys.readouterr().out
     assert rw.main(["--work", str(tmp_path), "--table-only", "--compare", str(tmp_path / "nope.json")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    assert rw.main(["--work", str(tmp_path / "nowhere"), "--table-only"]) == 2      # nothing run there yet
+    assert "no runs/ folder" in capsys.readouterr().err
 
 
 def test_runners_started_together_prepare_the_work_folder_one_at_a_time(tmp_path, monkeypatch):
