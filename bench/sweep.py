@@ -143,7 +143,8 @@ def table(work: str) -> str:
         for r in patch_rows(t):
             x = result(work, t, r)
             if x:                                  # train.py's start-up line: "<T> tokens of <V> values"
-                log = open(os.path.join(run_dir(work, t, r), "log.txt"), encoding="utf-8").read()
+                with open(os.path.join(run_dir(work, t, r), "log.txt"), encoding="utf-8") as f:
+                    log = f.read()
                 m = re.search(r"(\d+) tokens of (\d+) values", log)
                 tokens, values = m.groups() if m else ("?", "?")
                 out.append(f"| {t} | {r['patch_length']} | {values} | {tokens} | {x['best_val']:.1f} | "
