@@ -74,16 +74,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BackboneError", "BackboneSpec", "BACKBONES", "Readout", "SourceModel", "build_backbone", "masked_mean",
+from support.backbone_loading import META_FILE, BackboneError, load_library_model
+
+__all__ = ["BackboneError", "BackboneSpec", "BACKBONES", "DEFAULT_BACKBONE", "Readout", "SourceModel", "build_backbone", "masked_mean",
            "save_backbone"]
 
 # ---------------------------------------------------------------------------------------------------------------
 # Registry (data, not branches)
 # ---------------------------------------------------------------------------------------------------------------
-
-
-class BackboneError(RuntimeError):
-    """A backbone cannot be built or loaded; the message is one line naming what was expected and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -123,8 +121,7 @@ BACKBONES: dict[str, BackboneSpec] = {s.name: s for s in [
                            num_attention_heads=2, intermediate_size=128, max_position_embeddings=130),
                  note="paper's 1D body; source head = MLM vocabulary logits"),
 ]}
-
-_META_FILE = "mona_backbone.json"  # written by save_backbone next to the library's own files
+DEFAULT_BACKBONE = {"2d": "swin_base", "1d": "roberta_base"}   # §4: Swin-B for 2D tasks, RoBERTa-base for 1D
 
 # ---------------------------------------------------------------------------------------------------------------
 # Attention masks and the readout (parameter-free: inputs, never part of θ_f)
@@ -502,9 +499,8 @@ def build_backbone(name_or_path: str, *, tiny: bool = False, pretrained: bool = 
         None keeps the library / checkpoint default (roberta-base: 0.1).
     Raises BackboneError (one line) for unknown names, missing files and unreachable weights.
     """
-    from backbone_loading import load_library_model
     lib, library, name, hub_id, is_tiny = load_library_model(
-        name_or_path, tiny=tiny, pretrained=pretrained, weights=weights, drop_path_rate=drop_path_rate,
+        name_or_path, BACKBONES, tiny=tiny, pretrained=pretrained, weights=weights, drop_path_rate=drop_path_rate,
         dropout=dropout)
     return (_wrap_timm if library == "timm" else _wrap_hf)(lib, name, hub_id, is_tiny)
 
@@ -523,5 +519,5 @@ def save_backbone(source: SourceModel, folder: str | os.PathLike) -> Path:
         lib.save_pretrained(folder)
     meta = dict(format="mona-backbone-v1", name=source.name, family=source.family, tiny=source.tiny,
                 hub_id=source.hub_id)
-    (folder / _META_FILE).write_text(json.dumps(meta, indent=2))
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2))
     return folder

@@ -117,16 +117,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from custom import CUSTOM_DEFAULTS, TARGET_KINDS, custom_task, describe_task, read_custom  # noqa: F401
-from fileio import DataError, Download, _fetch
-from fsd50k import _read_fsd50k
+from readers.custom import CUSTOM_DEFAULTS, TARGET_KINDS, custom_task, describe_task, read_custom  # noqa: F401
+from readers.fileio import DataError, Download, _fetch
+from readers.fsd50k import _read_fsd50k
 from losses import IGNORE_VALUE   # Cosmic: ignored pixels in y; the one definition lives with the loss
-from nb360 import (_read_cifar100, _read_cosmic, _read_darcyflow, _read_deepsea, _read_ecg, _read_ninapro,
+from readers.nb360 import (_read_cifar100, _read_cosmic, _read_darcyflow, _read_deepsea, _read_ecg, _read_ninapro,
                    _read_psicov, _read_satellite, _read_spherical)
-from pdebench import _read_pdebench
-from sources import CONLL_SEQ_LEN, SOURCE_DIR, SOURCE_LAYOUT, SOURCE_SPLITS, _cifar10, _conll, _synthetic_source
-from sources import ClassBalancedBatchSampler  # noqa: F401  (data.ClassBalancedBatchSampler, as train.py uses it)
-from splits import PROTOCOLS, ArrayDataset, ConcatRows, IndexedDataset, _carve, _check_protocol, _need  # noqa: F401
+from readers.pdebench import _read_pdebench
+from readers.sources import CONLL_SEQ_LEN, SOURCE_DIR, SOURCE_LAYOUT, SOURCE_SPLITS, _cifar10, _conll, _synthetic_source
+from readers.sources import ClassBalancedBatchSampler  # noqa: F401  (data.ClassBalancedBatchSampler, as train.py uses it)
+from readers.splits import PROTOCOLS, ArrayDataset, ConcatRows, IndexedDataset, _carve, _check_protocol, _need  # noqa: F401
 
 # --------------------------------------------------------------------------------------------------
 # Constants

@@ -50,8 +50,8 @@ the planted subset's value 0.324 in ~82 swaps (~10 s).
 The command line (`python discrepancy.py --task TASK ...`: `get_parser`, `main`) is at the end of the file.
 It uses argparse like train.py, imported inside those two functions only (the estimator and the other library
 functions take explicit arguments), and takes the options it shares with train.py and probe.py (--backbone,
---weights, --tiny, --data-dir, --synthetic-data, --seed) from train.add_shared_arguments; it imports torch
-and the sibling modules (backbones, data, embedders, runtime, train) lazily too, so the estimator needs only
+--weights, --tiny, --data-dir, --synthetic-data, --seed) from support/cli.py; it imports torch
+and the sibling modules (backbones, data, embedders, support/) lazily too, so the estimator needs only
 numpy and scipy. Checkpoints are read by runtime.load_checkpoint (next to checkpoint_dict, which train.py
 writes them with); `load_prefixed` loads their "embedder." / "encoder." tensors, for probe.py too.
 """
@@ -385,9 +385,6 @@ def modality_discrepancy(source_logits, target_labels, num_experiments=NUM_EXPER
 # ---------------------------------------------------------------------------------------------------------
 # command line: source logits of a target task, then D(M^s, M^t). Torch and the sibling modules load here.
 
-DEFAULT_BACKBONE = {"2d": "swin_base", "1d": "roberta_base"}  # §4: Swin-B for 2D tasks, RoBERTa-base for 1D
-
-
 def load_prefixed(module, state, prefix, path):
     """module.load_state_dict of the `prefix.*` entries of a checkpoint's model state; one-line error if off."""
     sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -424,7 +421,7 @@ def target_source_logits(task=None, backbone=None, *, data_dir=None, synthetic=F
     import backbones
     import data
     import embedders
-    import runtime
+    from support import runtime
 
     ckpt = runtime.load_checkpoint(checkpoint) if checkpoint else None
     cfg = ckpt["config"] if ckpt else {}
@@ -442,19 +439,19 @@ def target_source_logits(task=None, backbone=None, *, data_dir=None, synthetic=F
         raise DiscrepancyError(f"task {spec.name!r} is not single-label classification (output={spec.output!r}, "
                                f"multilabel={spec.multilabel}); Definition 2.1 matches target classes to source "
                                f"classes")
-    backbone = backbone or DEFAULT_BACKBONE[spec.dim]
+    backbone = backbone or backbones.DEFAULT_BACKBONE[spec.dim]
     torch.manual_seed(cfg.get("seed", seed))  # train.py seeds before building: same tiny random source
     source = backbones.build_backbone(backbone, tiny=tiny, weights=weights)
     if source.modality != spec.dim:
         raise DiscrepancyError(f"backbone {backbone!r} is a {source.modality} body but task {spec.name!r} has "
-                               f"{spec.dim} inputs; use {DEFAULT_BACKBONE[spec.dim]}")
+                               f"{spec.dim} inputs; use {backbones.DEFAULT_BACKBONE[spec.dim]}")
     if "clip" in f"{source.name} {source.hub_id}".lower():
         raise DiscrepancyError(f"backbone {backbone!r} has no source classifier (CLIP's head is an image "
                                f"projection): the discrepancy needs source class logits; use swin_base or vit_base")
     if source.source_head is None:             # e.g. a sentence-transformers folder: a bare BertModel
         raise DiscrepancyError(f"backbone {backbone!r} has no source head (its checkpoint holds the encoder only): "
                                "the discrepancy needs the source model's logits; use a body saved with its head "
-                               f"(a *ForMaskedLM folder, or {DEFAULT_BACKBONE[spec.dim]})")
+                               f"(a *ForMaskedLM folder, or {backbones.DEFAULT_BACKBONE[spec.dim]})")
     C = int(spec.input_shape[0])
     if spec.dim == "1d":
         embedder = embedders.build_embedder(source, C, seq_len=int(spec.input_shape[-1]),
@@ -485,18 +482,12 @@ def target_source_logits(task=None, backbone=None, *, data_dir=None, synthetic=F
     return np.concatenate(zs), np.concatenate(ys).astype(np.int64), spec, info
 
 
-def expected_errors():
-    """Error classes of expected mistakes (printed as one line, no traceback); probe.py's CLI uses them too."""
-    import train
-    return (DiscrepancyError,) + train.expected_errors()
-
-
 def get_parser() -> argparse.ArgumentParser:
     """The command line of the Fig. 4 measurement (argparse, imported here only: the estimator needs none).
-    The options shared with train.py and probe.py come from train.add_shared_arguments (one declaration)."""
+    The options shared with train.py and probe.py come from support/cli.py (one declaration)."""
     import argparse
 
-    import train
+    from support import cli
 
     p = argparse.ArgumentParser(
         prog="discrepancy.py",
@@ -510,11 +501,11 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", metavar="CKPT", default=None,
                    help="a train.py checkpoint (e.g. stage1_embedder.pt): use ITS target embedder φ_e (Fig. 4 after "
                         "alignment); without it, the source-initialised embedder")
-    g.add_argument("--max-samples", metavar="N", type=train.pos_int, default=None,
+    g.add_argument("--max-samples", metavar="N", type=cli.pos_int, default=None,
                    help="n_t: use at most N target training samples (default: all)")
-    train.add_shared_arguments(p)
+    cli.add_shared_arguments(p)
     g = p.add_argument_group("the search over (B, π) (Alg. 2)")
-    g.add_argument("--num-experiments", metavar="I", type=train.pos_int, default=NUM_EXPERIMENTS,
+    g.add_argument("--num-experiments", metavar="I", type=cli.pos_int, default=NUM_EXPERIMENTS,
                    help="I = number of random experiments of Alg. 2, each a random subset B ⊂ Y^s with |B| = |Y^t| "
                         "and a random permutation π (default: %(default)s, as in App. A.4)")
     g.add_argument("--method", default="random", choices=METHODS,
@@ -522,7 +513,7 @@ def get_parser() -> argparse.ArgumentParser:
                         "with its exact best π (linear_sum_assignment), then a local search over B (never larger); "
                         "default: %(default)s")
     g = p.add_argument_group("machine")
-    g.add_argument("--batch-size", metavar="N", type=train.pos_int, default=64,
+    g.add_argument("--batch-size", metavar="N", type=cli.pos_int, default=64,
                    help="batch size of the source-model forward passes (default: %(default)s)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -534,7 +525,7 @@ def main(argv=None) -> int:
     Usage mistakes exit 2 with argparse's usage line; expected mistakes (unknown task, missing files, a
     non-classification task, a bad checkpoint, ...) print one line "error: ..." and return 2.
     """
-    import runtime
+    from support import cli, runtime
 
     args = get_parser().parse_args(argv)  # argparse: usage + one line, exit 2
     runtime.quiet_libraries({"main": True}, {"no_progress": args.no_progress})   # transformers' loading bars
@@ -546,9 +537,9 @@ def main(argv=None) -> int:
         det = discrepancy_details(z, y, args.num_experiments, args.method, args.seed,
                                   num_target_classes=spec.num_classes,
                                   progress=not args.no_progress and sys.stderr.isatty())  # bars on a terminal only
-    except expected_errors() as e:
+    except cli.expected_errors(DiscrepancyError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.EXIT_USAGE
     print(f"task {info['task']} (n_t = {det['n_t']}, |Y^t| = {det['num_target_classes']}), source {info['backbone']}"
           f"{' (tiny)' if info['tiny'] else ''} (|Y^s| = {det['num_source_classes']}), embedder: {info['embedder']}")
     print(f"method {args.method}, I = {det['num_subsets']} subsets, seed {args.seed}"

@@ -9,7 +9,7 @@ Paper map
 |----------------------------------------|--------------------------------------------------------|
 | §3.2 Eq. (4)  L_outer = L_align + L_uniform | `align_uniform_loss` (minimisation form, see DEVIATION) |
 | §3.2 Eq. (5)  L'_outer = λ L_outer + L_inner | combined in meta.py / stage1.py, not here            |
-| §2.1 Eq. (1)  task loss ℓ (= L_inner)  | `TASK_LOSSES` (Tables 8 and 10 "Loss" rows)            |
+| §2.1 Eq. (1)  task loss ℓ (= L_inner)  | `TASK_LOSSES` (Tables 8 and 10 "Loss" rows), `task_objective` |
 | §4.4 Table 6  "Contrastive Loss"       | `supcon_loss` (Khosla et al., NeurIPS 2020)            |
 | §4.4 Table 6  "Clustering Metric"      | `davies_bouldin_loss` (Davies & Bouldin, 1979)         |
 The benchmark metrics of Tables 1 and 4 are in metrics.py; ORCA's stage-1 objective (OTDD) is in orca.py.
@@ -382,3 +382,13 @@ TASK_LOSSES = {
     "rmse": rmse,
     "nrmse": nrmse,
 }
+
+
+def task_objective(spec, td, device):
+    """ℓ of Eq. (1) for a task (its registry row's TASK_LOSSES key and kwargs), and the map from model output to
+    prediction (identity, or ORCA's target de-normalisation for Darcy Flow, applied before the loss and the metric)."""
+    loss = TASK_LOSSES[spec.loss](**spec.loss_kwargs)
+    if td.output_decoder is None:
+        return loss, (lambda out: out)
+    decode = td.output_decoder.to(device)
+    return (lambda out, y: loss(decode(out), y)), decode

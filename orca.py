@@ -70,7 +70,7 @@ import time
 import numpy as np
 import torch
 
-from runtime import all_reduce_mean_, barrier, check_finite, epoch_seed, seed_everything
+from support.runtime import all_reduce_mean_, barrier, check_finite, epoch_seed, seed_everything
 from stage1 import load_surrogate, source_mask
 from stage2 import make_optimizer
 

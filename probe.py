@@ -30,7 +30,7 @@ Core functions need numpy + scikit-learn; matplotlib is imported only where a pi
 no pyplot state); torch and the sibling modules only in the feature extraction and the command line
 (`python probe.py --checkpoint A.pt B.pt ...`: `get_parser`, `main`). The command line uses argparse like
 train.py, imported inside those two functions only (library functions take explicit arguments), and takes the
-options it shares with train.py and discrepancy.py from train.add_shared_arguments; checkpoints are read by
+options it shares with train.py and discrepancy.py from support/cli.py; checkpoints are read by
 runtime.load_checkpoint and discrepancy.load_prefixed (one reader for both analyses).
 
 The pretrained reference and each checkpoint are rebuilt with torch.manual_seed(config seed) first, as
@@ -220,7 +220,7 @@ def load_encoder(source, checkpoint):
     tensors do not fit (another backbone / tiny setting).
     """
     import discrepancy
-    import runtime
+    from support import runtime
 
     try:
         ckpt = runtime.load_checkpoint(checkpoint)
@@ -271,7 +271,7 @@ def probe_models(checkpoints=(), backbone=None, *, tiny=False, weights=None, dat
     to `out` and, for several checkpoints, the Fig. 3 bar chart out/linear_probe.png.
     """
     import discrepancy
-    import runtime
+    from support import runtime
 
     configs = []
     for path in checkpoints:
@@ -337,10 +337,10 @@ def probe_models(checkpoints=(), backbone=None, *, tiny=False, weights=None, dat
 
 def get_parser() -> argparse.ArgumentParser:
     """The command line of the §2.2 experiment (argparse, imported here only). The options shared with
-    train.py and discrepancy.py come from train.add_shared_arguments (one declaration)."""
+    train.py and discrepancy.py come from support/cli.py (one declaration)."""
     import argparse
 
-    import train
+    from support import cli
 
     p = argparse.ArgumentParser(
         prog="probe.py",
@@ -352,15 +352,15 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", nargs="+", action="extend", default=None, metavar="CKPT",
                    help="one or more train.py checkpoints (last.pt / best.pt): probe their encoders θ^T_f "
                         "(one Fig. 3 bar each)")
-    g.add_argument("--max-samples", metavar="N", type=train.pos_int, default=MAX_SAMPLES,
+    g.add_argument("--max-samples", metavar="N", type=cli.pos_int, default=MAX_SAMPLES,
                    help="surrogate samples {x^s_i, y^s_i} per split and per model: the probe trains on this many "
                         "train-split samples and is scored on this many test-split samples (default: %(default)s)")
-    train.add_shared_arguments(p)
+    cli.add_shared_arguments(p)
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", default="runs/probe",
                    help="output folder for the t-SNE PNGs and the bar chart (default: %(default)s)")
     g.add_argument("--no-tsne", action="store_true", help="skip the t-SNE pictures (slow on thousands of samples)")
-    g.add_argument("--batch-size", metavar="N", type=train.pos_int, default=64,
+    g.add_argument("--batch-size", metavar="N", type=cli.pos_int, default=64,
                    help="batch size of the feature extraction (default: %(default)s)")
     g.add_argument("--no-progress", action="store_true",
                    help="no progress bars (transformers' weight-loading bars included; off too when stderr is "
@@ -375,7 +375,7 @@ def main(argv=None) -> int:
     print one line "error: ..." and return 2.
     """
     import discrepancy
-    import runtime
+    from support import cli, runtime
 
     args = get_parser().parse_args(argv)  # argparse: usage + one line, exit 2
     runtime.quiet_libraries({"main": True}, {"no_progress": args.no_progress})
@@ -383,9 +383,9 @@ def main(argv=None) -> int:
         rows = probe_models(args.checkpoint or (), args.backbone, tiny=args.tiny, weights=args.weights,
                             data_dir=args.data_dir, synthetic=args.synthetic_data, max_samples=args.max_samples,
                             seed=args.seed, out=args.out, tsne=not args.no_tsne, batch_size=args.batch_size)
-    except (ProbeError,) + discrepancy.expected_errors() as e:
+    except cli.expected_errors(ProbeError, discrepancy.DiscrepancyError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.EXIT_USAGE
     width = max(len(r["name"]) for r in rows)
     print(f"{'encoder':<{width}}  probe error (%)  DB index")
     for r in rows:

@@ -58,9 +58,8 @@ from torch.func import functional_call
 
 import losses
 import meta
-from runtime import (RunError, all_reduce_mean_, autocast, barrier, check_finite, epoch_seed, make_loader, progress,
-                     seed_everything)
-from stage2 import task_objective
+from support.runtime import (RunError, all_reduce_mean_, autocast, barrier, check_finite, epoch_seed, make_loader,
+                             progress, seed_everything)
 
 META_RATIO = ("meta_ratio = ‖λ·meta term‖ / ‖∇_φ L_inner‖: the weight of MoNA's alignment term "
               "λ·dL_outer(θ_f − α∇L_inner)/dφ against the task-loss gradient of φ (near 0: stage 1 acts as Emb's)")
@@ -87,7 +86,7 @@ def load_surrogate(cfg: dict, spec, source):
     --source-dir (default --data-dir). For CoNLL-2003 a missing file is reported before the tokenizer is looked
     up (it needs the hub or a local folder), so the first message names what is really missing."""
     import data
-    from sources import CONLL_FILES
+    from readers.sources import CONLL_FILES
     kw = dict(synthetic=cfg["synthetic_data"], seed=cfg["seed"], download=cfg["download"])
     if spec.source == "conll2003":
         if cfg["synthetic_data"]:                  # token ids inside the (tiny) body's vocabulary
@@ -139,7 +138,7 @@ def load_tokenizer(cfg: dict):
     An unreachable hub (backbone_loading's 3 s probe) fails at once, instead of huggingface_hub's ~50 s of
     retries, with a one-line RunError that says what works instead."""
     import backbones
-    from backbone_loading import _hub_offline, _one_line
+    from support.backbone_loading import _hub_offline, _one_line
     from transformers import AutoTokenizer
     name = cfg["backbone"]
     where = cfg["weights"] or getattr(backbones.BACKBONES.get(name), "hub_id", name)
@@ -214,14 +213,15 @@ def stage1_epochs_for(steps: int, n_train: int, batch_size: int, world: int = 1)
 
 
 def stage1(cfg: dict, m: dict, model, source, td, spec, state: dict, log, *, kind: str) -> None:
-    """Stage 1 of MoNA (kind "mona", Alg. 1) or Emb (kind "emb", §2.2): only φ is updated; the encoder is
-    reset to (= stays at) θ^S_f0. ORCA's stage 1 is orca.stage1_orca."""
+    """Stage 1 of MoNA (kind "mona", Alg. 1) or Emb (kind "emb", §2.2): epochs of `mona_step` / `emb_step` over
+    the target training set; only φ is updated, the encoder stays at θ^S_f0. ORCA's stage 1 is orca.stage1_orca."""
     assert kind in ("mona", "emb"), kind
-    task_loss, _ = task_objective(spec, td, m["device"])
+    task_loss, _ = losses.task_objective(spec, td, m["device"])
     phi = stage1_parameters(model, cfg)
     enc_flags = [p.requires_grad for p in model.encoder.parameters()]
     for p in model.encoder.parameters():
         p.requires_grad_(False)                                # θ_f is not trained in stage 1
+    # β: AdamW on φ (App. A.1)
     opt = torch.optim.AdamW(phi.values(), lr=cfg["stage1_lr"], weight_decay=cfg["stage1_weight_decay"])
     if state.get("stage") == 1 and "optimizer" in state:
         opt.load_state_dict(state["optimizer"])
@@ -251,33 +251,9 @@ def stage1(cfg: dict, m: dict, model, source, td, spec, state: dict, log, *, kin
                 break
             x, y = x.to(m["device"]), y.to(m["device"])
             if kind == "mona":
-                src_tokens, src_mask, ys = next(batches)
-                inner, outer = mona_losses(model, source, x, y, src_tokens, src_mask, ys, task_loss, outer_fn, cfg,
-                                           m["device"])
-                common = dict(theta_f=dict(model.encoder.named_parameters()), phi=phi, alpha=cfg["alpha"],
-                              lam=cfg["lam"], hvp=cfg["hvp"], inner_weight=0.0 if cfg["no_inner_loss"] else 1.0)
-                if cfg["meta"] == "exact":                     # Eq. (7): through the virtual step
-                    grads, st = meta.meta_grad_exact(inner, outer, steps=cfg["inner_steps"], **common)
-                else:                                          # Eq. (9): Taylor first-order form
-                    grads, st = meta.meta_grad_taylor(inner, None if v is not None else outer,
-                                                      outer_grad=v, **common)
-                loss = torch.tensor(st["inner_loss"])
-            else:                                              # Emb: L_inner alone, body frozen
-                with autocast(cfg, m["device"]):
-                    out = model(x)
-                loss = task_loss(out.float(), y)
-                g = torch.autograd.grad(loss, list(phi.values()), allow_unused=True, materialize_grads=True)
-                grads, st = dict(zip(phi, g)), {"inner_loss": loss.item()}
-            all_reduce_mean_(grads.values(), m)
-            # a finite L_inner can still come with a non-finite meta term (L_outer): check both; the gradient
-            # is all-reduced first, so under torchrun every rank sees a NaN and all stop together
-            local = loss if m["world"] == 1 else loss.new_zeros(())
-            check_finite(local + sum(g.float().sum() for g in grads.values()), f"stage 1 epoch {epoch + 1}",
-                         cfg["out"])
-            for k, p in phi.items():
-                p.grad = grads[k].detach().to(p.dtype)
-            opt.step()                                         # φ_e ← φ_e − β ∇_φe L'_outer   (Alg. 1)
-            opt.zero_grad(set_to_none=True)
+                st = mona_step(model, source, phi, opt, x, y, next(batches), task_loss, outer_fn, v, cfg, m, epoch)
+            else:
+                st = emb_step(model, phi, opt, x, y, task_loss, cfg, m, epoch)
             n, samples = n + 1, samples + len(x)
             for k, val in st.items():
                 sums[k] = sums.get(k, 0.0) + float(val)
@@ -288,3 +264,49 @@ def stage1(cfg: dict, m: dict, model, source, td, spec, state: dict, log, *, kin
         barrier(m)
     for p, flag in zip(model.encoder.parameters(), enc_flags):
         p.requires_grad_(flag)
+
+
+def mona_step(model, source, phi: dict, opt, x, y, source_batch, task_loss, outer_fn, v, cfg: dict, m: dict,
+              epoch: int) -> dict:
+    """One iteration of Alg. 1 (its loop body): a target batch {x^t, y^t} and a source batch {x^s, y^s} in; φ
+    moves along ∇_φ [L_inner + λ L_outer(θ_f*)] (Eq. 5-6) while θ_f stays at θ^S_f0 (Alg. 1 resets it every
+    iteration: the virtual step lives in meta.py's parameter dicts only). `v`: the cached ∇_θf L_outer(θ^S_f0)
+    (--cache-outer-grad) or None. Returns the step's stats (meta.py: inner_loss, outer_loss, meta_ratio, ...)."""
+    src_tokens, src_mask, ys = source_batch
+    # L_inner(θ_f, φ) on the target batch (Eq. 2) and L_outer(θ_f) on the source batch (Eq. 4), as functions
+    inner, outer = mona_losses(model, source, x, y, src_tokens, src_mask, ys, task_loss, outer_fn, cfg, m["device"])
+    common = dict(theta_f=dict(model.encoder.named_parameters()), phi=phi, alpha=cfg["alpha"], lam=cfg["lam"],
+                  hvp=cfg["hvp"], inner_weight=0.0 if cfg["no_inner_loss"] else 1.0)
+    if cfg["meta"] == "exact":
+        # Eq. (3) θ_f* = θ_f − α ∇_θf L_inner, then Eq. (5)-(7): ∇_φ [L_inner(θ_f, φ) + λ L_outer(θ_f*(φ))]
+        grads, st = meta.meta_grad_exact(inner, outer, steps=cfg["inner_steps"], **common)
+    else:
+        # Eq. (9), App. A.3: ∇_φ [L_inner − λα ⟨∇_θf L_outer(θ_f), ∇_θf L_inner(θ_f, φ)⟩]
+        grads, st = meta.meta_grad_taylor(inner, None if v is not None else outer, outer_grad=v, **common)
+    # Alg. 1: φ_e ← φ_e − β ∇_φe L'_outer   (AdamW)
+    _update(opt, phi, grads, torch.tensor(st["inner_loss"]), m, f"stage 1 epoch {epoch + 1}", cfg["out"])
+    return st
+
+
+def emb_step(model, phi: dict, opt, x, y, task_loss, cfg: dict, m: dict, epoch: int) -> dict:
+    """One step of Emb's stage 1 (§2.2): φ moves along ∇_φ L_inner alone, the body frozen."""
+    with autocast(cfg, m["device"]):
+        out = model(x)
+    # Eq. (1) on the target batch: ℓ(h(f(e(x^t; φ_e); θ_f); θ_h), y^t)
+    loss = task_loss(out.float(), y)
+    g = torch.autograd.grad(loss, list(phi.values()), allow_unused=True, materialize_grads=True)
+    _update(opt, phi, dict(zip(phi, g)), loss, m, f"stage 1 epoch {epoch + 1}", cfg["out"])
+    return {"inner_loss": loss.item()}
+
+
+def _update(opt, phi: dict, grads: dict, loss, m: dict, where: str, out: str) -> None:
+    """φ ← optimizer step with `grads` (averaged over processes under torchrun); stops on a non-finite value."""
+    all_reduce_mean_(grads.values(), m)
+    # a finite L_inner can still come with a non-finite meta term (L_outer): check both; the gradient
+    # is all-reduced first, so under torchrun every rank sees a NaN and all stop together
+    local = loss if m["world"] == 1 else loss.new_zeros(())
+    check_finite(local + sum(g.float().sum() for g in grads.values()), where, out)
+    for k, p in phi.items():
+        p.grad = grads[k].detach().to(p.dtype)
+    opt.step()
+    opt.zero_grad(set_to_none=True)

@@ -11,7 +11,7 @@ Paper map
 | paper                                              | here                                          |
 |----------------------------------------------------|-----------------------------------------------|
 | Eq. (1) θ^T* = argmin_θ Σ_i ℓ(g_θ(x_i^t), y_i^t)   | `stage2`                                      |
-| ℓ per task (Tables 8 and 10 "Loss")                | `task_objective` -> losses.TASK_LOSSES        |
+| ℓ per task (Tables 8 and 10 "Loss")                | losses.task_objective -> losses.TASK_LOSSES   |
 | Tables 9 / 11: optimizer, lr, weight decay         | `make_optimizer` (the task's registry row)    |
 | ORCA's learning-rate schedule (WarmupLR)           | `orca_warmup_lr` (paper), `warmup_linear` (strict) |
 | Tables 1, 2, 4: test error, lower is better        | `evaluate`, `test_scores` -> metrics.METRICS  |
@@ -54,7 +54,7 @@ import torch
 
 import losses
 import metrics
-from runtime import (RunError, autocast, barrier, check_finite, checkpoint_dict, epoch_seed, load_checkpoint,
+from support.runtime import (RunError, autocast, barrier, check_finite, checkpoint_dict, epoch_seed, load_checkpoint,
                      make_loader, progress, save_atomic, seed_everything)
 
 BEST_ON_TEST_NOTE = "ORCA-compatible, optimistic: best test score over epochs"
@@ -63,16 +63,6 @@ BEST_ON_TEST_NOTE = "ORCA-compatible, optimistic: best test score over epochs"
 # --------------------------------------------------------------------------------------------------
 # The objective of Eq. (1) and the optimizer of Tables 9 / 11
 # --------------------------------------------------------------------------------------------------
-def task_objective(spec, td, device):
-    """ℓ of Eq. (1) for this task, and the map from model output to prediction (identity, or ORCA's
-    target de-normalisation for Darcy Flow, applied before the loss and the metric)."""
-    loss = losses.TASK_LOSSES[spec.loss](**spec.loss_kwargs)
-    if td.output_decoder is None:
-        return loss, (lambda out: out)
-    decode = td.output_decoder.to(device)
-    return (lambda out, y: loss(decode(out), y)), decode
-
-
 def make_optimizer(cfg: dict, params, lr: float, weight_decay: float | None = None):
     """The task's optimizer (Tables 9/11) with its weight decay (or `weight_decay`), SGD momentum and Adam
     betas (ORCA's configs)."""
@@ -203,7 +193,7 @@ def final_result(cfg: dict, model, td, spec, best: dict, device) -> dict:
     """result.json's test keys (train.py writes the file): the last model's test scores, and under strict those
     of the validation-selected model in best.pt. `test` = the headline: paper → the last epoch under the
     paper's metric; strict → the selected model under ours ("corrected"; "paper" when both coincide)."""
-    objective = task_objective(spec, td, device)
+    objective = losses.task_objective(spec, td, device)
     last = test_scores(model, td, spec, objective, cfg, device)
     paper = cfg["protocol"] == "paper"
     if paper:
@@ -236,7 +226,7 @@ def stage2(cfg: dict, m: dict, model, td, spec, state: dict, log) -> dict:
     epoch's {"score", "epoch"}: on validation (strict, saved as best.pt) or on test (paper, nothing saved)."""
     paper = cfg["protocol"] == "paper"
     accum, mean = cfg["accum"], cfg["accum_reduction"] == "mean"
-    objective = task_objective(spec, td, m["device"])
+    objective = losses.task_objective(spec, td, m["device"])
     task_loss = objective[0]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(cfg, params, cfg["lr"])

@@ -1,61 +1,48 @@
-"""train.py: both stages of every method of the MoNA paper, in one command.
+"""train.py: every method of the MoNA paper, both stages, in one command.
 
     python train.py --task cifar100 --method mona            # the paper's setting (GPU server)
     python train.py --task cifar100 --method mona --demo     # tiny model + synthetic data, CPU, seconds
     torchrun --nproc_per_node=4 train.py --task ecg --method mona
 
 Paper: Ma et al., "Learning Modality Knowledge Alignment for Cross-Modality Transfer", ICML 2024,
-arXiv 2406.18864. This file is the command line and the story of a run, read top to bottom: defaults,
-flags, configuration, building the model, stage 1, stage 2, result.json. The loops and the machinery they
-need live in modules named for them.
+arXiv 2406.18864. `run()` tells a run's story in the paper's order: the task and the model, stage 1, stage 2,
+the result. Above it, every default in one block; below it, how the model is built, how flags and the task's
+registry row become one configuration, and the command line. Resume checks, the run's files and one-line
+errors live in support/ (runs.py, cli.py), out of the story.
 
 Paper map
 ---------
 | paper                                        | where                                            |
 |----------------------------------------------|--------------------------------------------------|
-| Eq. (1) vanilla fine-tuning                  | stage2.py `stage2` (every method's stage 2)      |
-| Alg. 1 stage 1, Eq. (5)-(6), Eq. (7)/(9)     | stage1.py `stage1` -> meta.meta_grad_exact/taylor |
-| §2.2 "Emb" (embedder warm-up)                | stage1.py `stage1`                               |
+| Table 2 methods                              | `METHODS` (here)                                 |
+| Alg. 1 stage 1 (one iteration)               | stage1.py `mona_step` -> meta.py (Eq. 3, 5-9)    |
+| §2.2 "Emb" (embedder warm-up)                | stage1.py `emb_step`                             |
 | §2.2 ORCA (OTDD embedder alignment)          | orca.py `stage1_orca`                            |
-| Table 2 baselines                            | `METHODS` (here)                                 |
+| Eq. (1) fine-tuning (every method's stage 2) | stage2.py `stage2`                               |
 | App. A.1, Tables 9 / 11 (hyper-parameters)   | data.TASKS (registry) + `STAGE1_DEFAULTS` (here) |
 | Fig. 6 (λ, K inner steps), Table 6 ablations | `--lam`, `--inner-steps`, `--outer-loss`, `--no-inner-loss` |
-| App. A.1 "basically follow[s] ORCA": the protocol | `--protocol paper` (default) / `strict`; stage2.py  |
-| (no equation) seeds, devices, DDP, bf16, checkpoints, resumption | runtime.py                   |
+| the two protocols (`--protocol`)             | stage2.py (its docstring explains both)          |
 
 Paper symbol -> code name: φ_e -> `model.embedder` parameters (`phi`), θ_f -> `model.encoder` parameters
 (`theta_f`), θ_h -> `model.predictor`, θ^S_e0 -> `source.source_embedder` (frozen), α -> `--alpha`,
 λ -> `--lam`, β (stage-1 learning rate) -> `--stage1-lr`, K -> `--inner-steps`.
-
-Protocols (`--protocol`, resolved into the configuration, so a run continues only under its own): "paper" is
-ORCA's stage-2 protocol as the paper ran it (data.load_task(protocol="paper"): train + validation merged where
-ORCA merged them, no validation split; summed accumulation, per-micro-batch clipping and schedule; the test set
-scored every epoch; headline = the last epoch's test score under ORCA's metric, the best test score over epochs
-reported apart as ORCA-compatible and optimistic; no best.pt, as nothing is selected). "strict" is ours: a
-validation split selects the model (best.pt), averaged accumulation, the corrected metric as headline. Where
-the two metric definitions differ, result.json holds both (`variants`) under either protocol (stage2.py).
-
-Only this module declares command-line flags (discrepancy.py and probe.py take the ones they share with it
-from `add_shared_arguments`); the library modules take explicit arguments.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
 import os
 import sys
-import time
 
-import torch
-
-from custom import CUSTOM_DEFAULTS
+import backbones
+import data
+import predictors
 from orca import stage1_orca
-from runtime import (NonFiniteLoss, RunError, barrier, checkpoint_dict, interrupted_line, load_checkpoint,
-                     quiet_libraries, save_atomic, seed_everything, setup_machine, write_text_atomic)
+from readers.custom import CUSTOM_DEFAULTS
 from stage1 import stage1, stage1_epochs_for
 from stage2 import final_result, stage2
+from support import cli, demo, runs
+from support.runtime import RunError, quiet_libraries, seed_everything, setup_machine
 
 
 # --------------------------------------------------------------------------------------------------
@@ -81,7 +68,6 @@ METHODS = {
     "mona":       dict(stage1="mona", init="source", pretrained=True,  frozen=False,
                        ref="Alg. 1, Eq. (5)-(6): meta-learned embedder, then Eq. (1)"),
 }
-DEFAULT_BACKBONE = {"2d": "swin_base", "1d": "roberta_base"}   # §4: Swin-B (2D), RoBERTa-base (1D)
 # Stage 1 epochs / AdamW lr β / weight decay come from the registry (data.TaskSpec.stage1_*: App. A.1,
 # 10 epochs, 3e-5, 0.1); the rest of stage 1 is set here.
 STAGE1_DEFAULTS = dict(
@@ -112,187 +98,101 @@ DEMO_ALPHA = {"2d": 0.1, "1d": 1.0}
 # size; the custom default 1e-4 is a fine-tuning rate for pretrained bodies (a 3-class sine task stayed at chance,
 # 61-69 % error, with it, and reached 2-3 % at 1e-3)
 TINY_CUSTOM_LR = 1e-3
-EXIT_USAGE, EXIT_NONFINITE, EXIT_INTERRUPTED = 2, 3, 130     # 130 = 128 + SIGINT, the shell's code for Ctrl-C
 
 
 # --------------------------------------------------------------------------------------------------
-# Command line (train.py's; discrepancy.py and probe.py add the shared options from here)
+# One run, in the paper's order
 # --------------------------------------------------------------------------------------------------
-def _number(kind, ok, rule: str):
-    """An argparse `type=`: parse `kind`, then accept only finite values with ok(v); else the one-line
-    'argument --flag: must be <rule>, got ...' (exit 2)."""
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}") from None
-        if not (math.isfinite(v) and ok(v)):
-            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
-        return v
-    parse.__name__ = rule
-    return parse
+def run(cfg: dict, progress: dict | None = None) -> dict:
+    """One run of a Table 2 method: the task and the model, stage 1, stage 2, the result. `progress` is filled in
+    as the run goes (the stage, the epoch rows), so that main() can say where a Ctrl-C stopped it."""
+    m = setup_machine(cfg)
+    quiet_libraries(m, cfg)
+    state = runs.saved_state(cfg, m)               # --resume / --stage 2: what an earlier run left in --out
+    method = METHODS[cfg["method"]]
+
+    # The target task (Tables 8-11) and the model g_θ = h ∘ f ∘ e around the source body θ^S (§2.1, App. A.2)
+    td, spec, source, model = build_run(cfg, m)
+    runs.restore(state, cfg, model, has_stage1=method["stage1"] is not None)
+    log = runs.RunLog(cfg, m, model, state, {} if progress is None else progress)
+
+    # Stage 1: only the target embedder φ_e learns, the body stays at θ^S_f0: MoNA's Alg. 1, Emb's warm-up
+    # (§2.2) or ORCA's OTDD alignment
+    if method["stage1"] and cfg["stage"] in ("1", "all") and state.get("stage", 1) == 1:
+        log.stage(1)
+        if method["stage1"] == "orca":
+            stage1_orca(cfg, m, model, source, td, spec, state, log.log)
+        else:
+            stage1(cfg, m, model, source, td, spec, state, log.log, kind=method["stage1"])
+        log.save_embedder()
+        state = {}
+
+    # Stage 2: Eq. (1), fine-tune g_θ on the target task (Frozen-encoder: the body stays fixed)
+    n_train, n_val, n_test = td.info["sizes"]
+    result = {"task": cfg["task"], "method": cfg["method"], "protocol": cfg["protocol"], "metric": spec.metric,
+              "lower_is_better": True, "n_train": n_train, "n_val": n_val, "n_test": n_test}
+    if cfg["stage"] in ("2", "all"):
+        log.stage(2)
+        if method["frozen"]:
+            for p in model.encoder.parameters():
+                p.requires_grad_(False)
+        best = stage2(cfg, m, model, td, spec, state, log.log)
+        if m["main"]:                                  # the test score under both metric definitions (stage2.py)
+            result.update(final_result(cfg, model, td, spec, best, m["device"]))
+
+    # The result: result.json and one summary line
+    result.update(epochs=cfg["epochs"], stage1_epochs=cfg["stage1_epochs"] if method["stage1"] else 0)
+    return log.write_result(result)
 
 
-# one rule per meaning, for every numeric flag of train.py, discrepancy.py and probe.py
-pos_int = _number(int, lambda v: v >= 1, "an integer >= 1")              # epochs, batch sizes, steps, counts
-nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")           # workers, seeds
-pos_float = _number(float, lambda v: v > 0, "a number > 0")              # learning rates
-nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0")         # weight decays, α, λ
+# --------------------------------------------------------------------------------------------------
+# Building the pieces: task, source model θ^S, target model g_θ = h ∘ f ∘ e
+# --------------------------------------------------------------------------------------------------
+def build_run(cfg: dict, m: dict):
+    custom = {k: cfg[k] for k in ("target_kind", "patch_length") if cfg.get(k) is not None}   # --task custom
+    td = data.load_task(cfg["task"], cfg["data_dir"], protocol=cfg["protocol"], synthetic=cfg["synthetic_data"],
+                        download=cfg["download"], max_train_samples=cfg["max_train_samples"], seed=cfg["seed"],
+                        **custom)
+    spec = td.spec
+    if cfg["task"] == "custom" and m["main"]:
+        print(data.describe_task(td), flush=True)     # what was inferred from the files
+    fill_from_spec(cfg, spec)
+    if cfg.get("stage1_steps"):                    # steps -> the passes over the training set that hold them
+        cfg["stage1_epochs"] = stage1_epochs_for(cfg["stage1_steps"], len(td.train), cfg["stage1_batch_size"],
+                                                 m["world"])
+    method = METHODS[cfg["method"]]
+    cfg["backbone"] = cfg["backbone"] or backbones.DEFAULT_BACKBONE[spec.dim]
+    weights = cfg["weights"]
+    if cfg["demo"] and weights is None and cfg["backbone"] in backbones.BACKBONES:
+        weights = cfg["demo_body"] = demo.demo_body(cfg["backbone"])
+        if m["main"]:
+            print(demo.describe(weights), flush=True)
+    seed_everything(cfg["seed"])                       # the same random embedder/head for every method
+    source = backbones.build_backbone(cfg["backbone"], tiny=cfg["tiny"], weights=weights,
+                                      pretrained=method["pretrained"])
+    if source.modality != spec.dim:
+        raise RunError(f"--backbone {cfg['backbone']} is a {source.modality.upper()} body but task "
+                       f"{spec.name} takes {spec.dim.upper()} inputs (use {backbones.DEFAULT_BACKBONE[spec.dim]})")
+    if spec.dim == "1d" and spec.target_seq_len > source.max_tokens and cfg.get("patch_length"):
+        raise RunError(f"--patch-length {cfg['patch_length']} gives {spec.target_seq_len} tokens but {cfg['backbone']} "
+                       f"takes at most {source.max_tokens}: use a longer --patch-length (or drop it)")
+    if spec.dim == "1d" and spec.target_seq_len > source.max_tokens:
+        # a body with fewer positions than the task's tokens (a --tiny one, or a short HF encoder): fewer,
+        # longer patches so the sequence fits; the paper's bodies (RoBERTa: 512) never need this
+        if m["main"]:
+            print(f"note: {spec.name} asks for up to {spec.target_seq_len} tokens but {cfg['backbone']} takes "
+                  f"{source.max_tokens}; using target_seq_len={source.max_tokens}", file=sys.stderr)
+        spec = dataclasses.replace(spec, target_seq_len=source.max_tokens)
+    model = predictors.build_target_model(spec, source, init=method["init"]).to(m["device"])
+    source.to(m["device"])
+    return td, spec, source, model
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line (no usage block): 'train.py: error: argument --lr: ...'; exit 2."""
-
-    def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-class DefaultsHelpFormatter(argparse.HelpFormatter):
-    """Appends '(default: X)' to a flag's help, unless the help states its default itself or there is none."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
-            return text
-        return f"{text} (default: %(default)s)"
-
-
-def add_shared_arguments(p: argparse.ArgumentParser) -> None:
-    """The options train.py, discrepancy.py and probe.py share, declared once with one default each.
-
-    Each help states its default itself, so train.py's DefaultsHelpFormatter adds nothing and the analyses'
-    plain formatter prints the same text: the three --help outputs agree."""
-    g = p.add_argument_group("source model, data and seed (the same in train.py, discrepancy.py and probe.py)")
-    g.add_argument("--backbone", metavar="NAME_OR_PATH", default=None,
-                   help="source model M^s: a backbones.BACKBONES name or a local folder (default: the (first) "
-                        "checkpoint's when one is read, else the body of §4 for the task's inputs: swin_base for 2D, "
-                        "roberta_base for 1D; probe.py, which has no task, takes swin_base)")
-    g.add_argument("--weights", metavar="PATH", default=None,
-                   help="local weight file/folder for --backbone, for machines without a network (default: the "
-                        "hub or its local cache)")
-    g.add_argument("--tiny", action="store_true",
-                   help="tiny random-initialised backbone, for tests and the CPU (default: %(default)s)")
-    g.add_argument("--data-dir", metavar="DIR", default="data",
-                   help="root of the data layout: the tasks' folders and the source surrogates' "
-                        "cifar-10-batches-py/ and conll2003/ (README, 'Data') (default: %(default)s)")
-    g.add_argument("--synthetic-data", action="store_true",
-                   help="synthetic data in the exact shapes of the task and of the source surrogate, no files "
-                        "needed (default: %(default)s)")
-    g.add_argument("--seed", metavar="S", type=nonneg_int, default=0,
-                   help="seed of everything random: data order and subsamples, random initialisations (--tiny), "
-                        "Alg. 2's random (B, π), t-SNE (default: %(default)s, as in ORCA's configs)")
-
-
-def get_parser() -> argparse.ArgumentParser:
-    """train.py's flags; --help shows each default once (DefaultsHelpFormatter)."""
-    p = OneLineParser(prog="train.py", formatter_class=DefaultsHelpFormatter,
-                      description="MoNA (ICML 2024) and its baselines: stage 1 (embedder) + stage 2 (fine-tuning).")
-    g = p.add_argument_group("what to run")
-    g.add_argument("--task", required=True, help="a task of data.TASKS (Tables 8, 10) or 'custom'")
-    g.add_argument("--method", default="mona", help="one of: " + ", ".join(METHODS))
-    g.add_argument("--download", action="store_true",
-                   help="download missing files where a stable public URL exists (CIFAR, PDEBench), checked by MD5")
-    g.add_argument("--out", default=None, help="output folder (default: runs/<task>-<method>)")
-    g.add_argument("--stage", default="all", choices=["1", "2", "all"], help="run stage 1, stage 2 or both")
-    g.add_argument("--resume", action="store_true", help="continue from --out/last.pt")
-    g.add_argument("--protocol", default="paper", choices=["paper", "strict"],
-                   help="paper: ORCA's stage-2 protocol as the paper ran it (App. A.1): train on train+val where ORCA "
-                        "merged them, no validation split, summed accumulation, test scored every epoch, headline = "
-                        "last epoch's test score under ORCA's metric; strict: a validation split selects the model "
-                        "(best.pt), averaged accumulation, headline under the corrected metric")
-    add_shared_arguments(p)
-    g = p.add_argument_group("your own data (--task custom)")
-    g.add_argument("--target-kind", default=None, choices=["classification", "multilabel", "regression", "dense"],
-                   help="override the kind inferred from train_y.npy (default: inferred; the start-up line says what)")
-    g.add_argument("--patch-length", metavar="N", type=pos_int, default=None,
-                   help="1D inputs: values per token along L (the 1D embedder's patch; default: data.py's rule, "
-                        "several values per token)")
-    g = p.add_argument_group("stage 2: fine-tuning, Eq. (1) (defaults: the task's row of Tables 9/11)")
-    g.add_argument("--epochs", type=pos_int, default=None, help="stage-2 epochs (Table 9/11 'Epoch')")
-    g.add_argument("--batch-size", type=pos_int, default=None, help="Table 9/11 'Batch Size'")
-    g.add_argument("--accum", type=pos_int, default=None, help="gradient accumulation (Table 9/11 'Grad. Accum.')")
-    g.add_argument("--accum-reduction", default=None, choices=["mean", "sum"],
-                   help="sum: ORCA's summed accumulation (the loss is not divided by accum: an effective SGD lr "
-                        "×accum, as Table 9's rates were tuned); mean: average the micro-batch losses. "
-                        "Default: sum under --protocol paper, mean under strict")
-    g.add_argument("--lr", type=pos_float, default=None,
-                   help="stage-2 learning rate (Table 9/11; --task custom: 1e-4, or 1e-3 with --tiny, whose random "
-                        "body trains from scratch); metrics.jsonl's `lr` is the rate of each epoch's last optimizer step")
-    g.add_argument("--weight-decay", type=nonneg_float, default=None, help="Table 9/11 'Weight Decay'")
-    g.add_argument("--decay-epochs", type=pos_int, default=None,
-                   help="epochs over which ORCA's warm-up + linear decay takes the lr to 0 (default: the task's "
-                        "registry value, but at least --epochs, so no epoch trains at lr 0; --demo: --epochs)")
-    g.add_argument("--max-train-samples", type=pos_int, default=None, help="subsample the training split")
-    g = p.add_argument_group("stage 1 (MoNA, Emb, ORCA; the other methods ignore these flags, with a note)")
-    g.add_argument("--stage1-epochs", type=pos_int, default=None,
-                   help="App. A.1: 10 (ORCA: its own 60, NinaPro 100)")
-    g.add_argument("--stage1-steps", type=pos_int, default=None,
-                   help="MoNA / Emb: stage-1 length in optimizer steps instead of epochs (the training set is "
-                        "cycled, the last pass cut short); default: the paper tasks count epochs (--stage1-epochs), "
-                        f"--task custom runs {CUSTOM_DEFAULTS['stage1_steps']} steps (README: the stage-1 sweep)")
-    g.add_argument("--stage1-batch-size", type=pos_int, default=None,
-                   help="target samples per stage-1 batch (MoNA, Emb; ORCA: the granularity of its per-class draws). "
-                        "The paper does not state it; default: the stage-2 --batch-size, as ORCA's stage 1 uses its "
-                        "task batch size")
-    g.add_argument("--stage1-lr", type=pos_float, default=None,
-                   help="β, stage-1 learning rate (default: App. A.1's AdamW 3e-5; --task custom: "
-                        f"{CUSTOM_DEFAULTS['stage1_lr']}; ORCA: the stage-2 optimizer at the stage-2 lr ×10 when "
-                        "≤ 1e-3)")
-    g.add_argument("--stage1-weight-decay", type=nonneg_float, default=None,
-                   help="stage-1 weight decay (default: App. A.1's 0.1; ORCA: the stage-2 weight decay)")
-    g.add_argument("--stage1-train-head", action="store_true",
-                   help="also train the predictor θ_h in stage 1 (paper: only φ_e)")
-    g.add_argument("--source-dir", metavar="DIR", default=None,
-                   help="MoNA / ORCA: the source surrogate's folder, DIR/cifar-10-batches-py/ (2D bodies) or "
-                        "DIR/conll2003/eng.train (1D bodies, tokenized with the body's tokenizer) (default: --data-dir)")
-    g.add_argument("--alpha", type=nonneg_float, default=None,
-                   help=f"α, virtual SGD step of Eq. (3) (not given in the paper; default: the paper tasks 0.01, --task "
-                        f"custom {CUSTOM_DEFAULTS['alpha']} (README: the α sweep); "
-                        f"--demo: {DEMO_ALPHA['2d']} for 2D bodies, {DEMO_ALPHA['1d']} for 1D). "
-                        "Stage-1 rows log meta_ratio = ‖λ·meta term‖ / ‖∇_φ L_inner‖, the meta term being "
-                        "d L_outer(θ_f − α∇_θf L_inner)/dφ (Eq. 7, or Eq. 9 with --meta taylor): its share of φ's "
-                        "gradient; near 0, stage 1 acts as Emb's (raise --alpha or --lam)")
-    g.add_argument("--lam", type=nonneg_float, default=STAGE1_DEFAULTS["lam"], help="λ of Eq. (5); Fig. 6: [0.3, 0.5]")
-    g.add_argument("--inner-steps", type=pos_int, default=STAGE1_DEFAULTS["inner_steps"],
-                   help="K virtual steps (Fig. 6c); the paper uses 1")
-    g.add_argument("--meta", default=STAGE1_DEFAULTS["meta"], choices=["exact", "taylor"],
-                   help="exact: Eq. (7) differentiated through the virtual step; taylor: Eq. (9), App. A.3")
-    g.add_argument("--hvp", default=STAGE1_DEFAULTS["hvp"], choices=["autograd", "finite_difference"],
-                   help="Hessian-vector product by double backward or by finite differences (DDP/flash-safe)")
-    g.add_argument("--cache-outer-grad", action="store_true",
-                   help="taylor only: compute ∇θf L_outer(θ_f0) once (θ_f is fixed in stage 1) and reuse it")
-    g.add_argument("--outer-loss", default=STAGE1_DEFAULTS["outer_loss"],
-                   choices=["align_uniform", "supcon", "davies_bouldin"],
-                   help="L_outer: Eq. (4) (minimisation form) or a Table 6 ablation")
-    g.add_argument("--no-inner-loss", action="store_true", help="Table 6 ablation: drop L_inner from Eq. (5)")
-    g = p.add_argument_group("machine")
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda if available")
-    g.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                   help="bf16: bf16 autocast (on the CPU too, where it is often slower than fp32)")
-    g.add_argument("--workers", type=nonneg_int, default=0, help="DataLoader worker processes")
-    g.add_argument("--demo", action="store_true",
-                   help="--tiny + --synthetic-data + a short schedule, with a tiny body pretrained for a few seconds "
-                        "on the synthetic source (demo.py; cached) so that the methods differ (CPU, seconds)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
-    return p
-
-
-def unread_flags_note(args: argparse.Namespace) -> str | None:
-    """A note naming the flags set (off their defaults) that the chosen method never reads (its stage 1 has no
-    such setting, or it has no stage 1): they cannot change the run, so they are ignored, not refused (a loop over
-    methods may share flags)."""
-    p = get_parser()
-    given = [k for k, users in METHOD_FLAGS.items() if args.method not in users and getattr(args, k) != p.get_default(k)]
-    if not given:
-        return None
-    users = [m for m in METHODS if any(m in METHOD_FLAGS[k] for k in given)]
-    flags = ", ".join("--" + k.replace("_", "-") for k in given)
-    return f"note: {flags} ignored: read only by --method {' / '.join(users)}, not by --method {args.method}"
-
-
+# --------------------------------------------------------------------------------------------------
+# Configuration: flags, --demo and the task's registry row -> one flat dict
+# --------------------------------------------------------------------------------------------------
 def resolve_config(args: argparse.Namespace) -> dict:
     """Merge the task's registry row, the method, --demo and explicit flags into one flat dict."""
-    import data
     if args.method not in METHODS:
         raise RunError(f"unknown --method {args.method!r}; choose one of: {', '.join(METHODS)}")
     if args.task != "custom" and args.task not in data.TASKS:
@@ -317,7 +217,6 @@ def resolve_config(args: argparse.Namespace) -> dict:
     cfg["source_dir"] = cfg["source_dir"] or cfg["data_dir"]
     cfg["method_ref"] = METHODS[args.method]["ref"]
     if cfg["backbone"] and not os.path.exists(cfg["backbone"]):
-        import backbones
         if cfg["backbone"] not in backbones.BACKBONES and (os.sep in cfg["backbone"] or cfg["backbone"].startswith(".")):
             raise RunError(f"--backbone {cfg['backbone']!r}: no such folder; pass a name of backbones.BACKBONES "
                            f"({', '.join(backbones.BACKBONES)}) or an existing local folder")
@@ -379,217 +278,126 @@ def fill_from_spec(cfg: dict, spec) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
-# Building the pieces: task, source model θ^S, target model g_θ = h ∘ f ∘ e
+# Command line (only train.py's own flags; the options the three tools share are support/cli.py's)
 # --------------------------------------------------------------------------------------------------
-def build_run(cfg: dict, m: dict):
-    import backbones, data, predictors
-    custom = {k: cfg[k] for k in ("target_kind", "patch_length") if cfg.get(k) is not None}   # --task custom
-    td = data.load_task(cfg["task"], cfg["data_dir"], protocol=cfg["protocol"], synthetic=cfg["synthetic_data"],
-                        download=cfg["download"], max_train_samples=cfg["max_train_samples"], seed=cfg["seed"],
-                        **custom)
-    spec = td.spec
-    if cfg["task"] == "custom" and m["main"]:
-        print(data.describe_task(td), flush=True)     # what was inferred from the files
-    fill_from_spec(cfg, spec)
-    if cfg.get("stage1_steps"):                    # steps -> the passes over the training set that hold them
-        cfg["stage1_epochs"] = stage1_epochs_for(cfg["stage1_steps"], len(td.train), cfg["stage1_batch_size"],
-                                                 m["world"])
-    method = METHODS[cfg["method"]]
-    cfg["backbone"] = cfg["backbone"] or DEFAULT_BACKBONE[spec.dim]
-    weights = cfg["weights"]
-    if cfg["demo"] and weights is None and cfg["backbone"] in backbones.BACKBONES:
-        import demo                                    # a tiny body that was pretrained (cached), so methods differ
-        weights = cfg["demo_body"] = demo.demo_body(cfg["backbone"])
-        if m["main"]:
-            print(demo.describe(weights), flush=True)
-    seed_everything(cfg["seed"])                       # the same random embedder/head for every method
-    source = backbones.build_backbone(cfg["backbone"], tiny=cfg["tiny"], weights=weights,
-                                      pretrained=method["pretrained"])
-    if source.modality != spec.dim:
-        raise RunError(f"--backbone {cfg['backbone']} is a {source.modality.upper()} body but task "
-                       f"{spec.name} takes {spec.dim.upper()} inputs (use {DEFAULT_BACKBONE[spec.dim]})")
-    if spec.dim == "1d" and spec.target_seq_len > source.max_tokens and cfg.get("patch_length"):
-        raise RunError(f"--patch-length {cfg['patch_length']} gives {spec.target_seq_len} tokens but {cfg['backbone']} "
-                       f"takes at most {source.max_tokens}: use a longer --patch-length (or drop it)")
-    if spec.dim == "1d" and spec.target_seq_len > source.max_tokens:
-        # a body with fewer positions than the task's tokens (a --tiny one, or a short HF encoder): fewer,
-        # longer patches so the sequence fits; the paper's bodies (RoBERTa: 512) never need this
-        if m["main"]:
-            print(f"note: {spec.name} asks for up to {spec.target_seq_len} tokens but {cfg['backbone']} takes "
-                  f"{source.max_tokens}; using target_seq_len={source.max_tokens}", file=sys.stderr)
-        spec = dataclasses.replace(spec, target_seq_len=source.max_tokens)
-    model = predictors.build_target_model(spec, source, init=method["init"]).to(m["device"])
-    source.to(m["device"])
-    return td, spec, source, model
+def get_parser() -> argparse.ArgumentParser:
+    """train.py's flags; --help shows each default once (DefaultsHelpFormatter)."""
+    p = cli.OneLineParser(prog="train.py", formatter_class=cli.DefaultsHelpFormatter,
+                      description="MoNA (ICML 2024) and its baselines: stage 1 (embedder) + stage 2 (fine-tuning).")
+    g = p.add_argument_group("what to run")
+    g.add_argument("--task", required=True, help="a task of data.TASKS (Tables 8, 10) or 'custom'")
+    g.add_argument("--method", default="mona", help="one of: " + ", ".join(METHODS))
+    g.add_argument("--download", action="store_true",
+                   help="download missing files where a stable public URL exists (CIFAR, PDEBench), checked by MD5")
+    g.add_argument("--out", default=None, help="output folder (default: runs/<task>-<method>)")
+    g.add_argument("--stage", default="all", choices=["1", "2", "all"], help="run stage 1, stage 2 or both")
+    g.add_argument("--resume", action="store_true", help="continue from --out/last.pt")
+    g.add_argument("--protocol", default="paper", choices=["paper", "strict"],
+                   help="paper: ORCA's stage-2 protocol as the paper ran it (App. A.1): train on train+val where ORCA "
+                        "merged them, no validation split, summed accumulation, test scored every epoch, headline = "
+                        "last epoch's test score under ORCA's metric; strict: a validation split selects the model "
+                        "(best.pt), averaged accumulation, headline under the corrected metric")
+    cli.add_shared_arguments(p)
+    g = p.add_argument_group("your own data (--task custom)")
+    g.add_argument("--target-kind", default=None, choices=["classification", "multilabel", "regression", "dense"],
+                   help="override the kind inferred from train_y.npy (default: inferred; the start-up line says what)")
+    g.add_argument("--patch-length", metavar="N", type=cli.pos_int, default=None,
+                   help="1D inputs: values per token along L (the 1D embedder's patch; default: data.py's rule, "
+                        "several values per token)")
+    g = p.add_argument_group("stage 2: fine-tuning, Eq. (1) (defaults: the task's row of Tables 9/11)")
+    g.add_argument("--epochs", type=cli.pos_int, default=None, help="stage-2 epochs (Table 9/11 'Epoch')")
+    g.add_argument("--batch-size", type=cli.pos_int, default=None, help="Table 9/11 'Batch Size'")
+    g.add_argument("--accum", type=cli.pos_int, default=None, help="gradient accumulation (Table 9/11 'Grad. Accum.')")
+    g.add_argument("--accum-reduction", default=None, choices=["mean", "sum"],
+                   help="sum: ORCA's summed accumulation (the loss is not divided by accum: an effective SGD lr "
+                        "×accum, as Table 9's rates were tuned); mean: average the micro-batch losses. "
+                        "Default: sum under --protocol paper, mean under strict")
+    g.add_argument("--lr", type=cli.pos_float, default=None,
+                   help="stage-2 learning rate (Table 9/11; --task custom: 1e-4, or 1e-3 with --tiny, whose random "
+                        "body trains from scratch); metrics.jsonl's `lr` is the rate of each epoch's last optimizer step")
+    g.add_argument("--weight-decay", type=cli.nonneg_float, default=None, help="Table 9/11 'Weight Decay'")
+    g.add_argument("--decay-epochs", type=cli.pos_int, default=None,
+                   help="epochs over which ORCA's warm-up + linear decay takes the lr to 0 (default: the task's "
+                        "registry value, but at least --epochs, so no epoch trains at lr 0; --demo: --epochs)")
+    g.add_argument("--max-train-samples", type=cli.pos_int, default=None, help="subsample the training split")
+    g = p.add_argument_group("stage 1 (MoNA, Emb, ORCA; the other methods ignore these flags, with a note)")
+    g.add_argument("--stage1-epochs", type=cli.pos_int, default=None,
+                   help="App. A.1: 10 (ORCA: its own 60, NinaPro 100)")
+    g.add_argument("--stage1-steps", type=cli.pos_int, default=None,
+                   help="MoNA / Emb: stage-1 length in optimizer steps instead of epochs (the training set is "
+                        "cycled, the last pass cut short); default: the paper tasks count epochs (--stage1-epochs), "
+                        f"--task custom runs {CUSTOM_DEFAULTS['stage1_steps']} steps (README: the stage-1 sweep)")
+    g.add_argument("--stage1-batch-size", type=cli.pos_int, default=None,
+                   help="target samples per stage-1 batch (MoNA, Emb; ORCA: the granularity of its per-class draws). "
+                        "The paper does not state it; default: the stage-2 --batch-size, as ORCA's stage 1 uses its "
+                        "task batch size")
+    g.add_argument("--stage1-lr", type=cli.pos_float, default=None,
+                   help="β, stage-1 learning rate (default: App. A.1's AdamW 3e-5; --task custom: "
+                        f"{CUSTOM_DEFAULTS['stage1_lr']}; ORCA: the stage-2 optimizer at the stage-2 lr ×10 when "
+                        "≤ 1e-3)")
+    g.add_argument("--stage1-weight-decay", type=cli.nonneg_float, default=None,
+                   help="stage-1 weight decay (default: App. A.1's 0.1; ORCA: the stage-2 weight decay)")
+    g.add_argument("--stage1-train-head", action="store_true",
+                   help="also train the predictor θ_h in stage 1 (paper: only φ_e)")
+    g.add_argument("--source-dir", metavar="DIR", default=None,
+                   help="MoNA / ORCA: the source surrogate's folder, DIR/cifar-10-batches-py/ (2D bodies) or "
+                        "DIR/conll2003/eng.train (1D bodies, tokenized with the body's tokenizer) (default: --data-dir)")
+    g.add_argument("--alpha", type=cli.nonneg_float, default=None,
+                   help=f"α, virtual SGD step of Eq. (3) (not given in the paper; default: the paper tasks 0.01, --task "
+                        f"custom {CUSTOM_DEFAULTS['alpha']} (README: the α sweep); "
+                        f"--demo: {DEMO_ALPHA['2d']} for 2D bodies, {DEMO_ALPHA['1d']} for 1D). "
+                        "Stage-1 rows log meta_ratio = ‖λ·meta term‖ / ‖∇_φ L_inner‖, the meta term being "
+                        "d L_outer(θ_f − α∇_θf L_inner)/dφ (Eq. 7, or Eq. 9 with --meta taylor): its share of φ's "
+                        "gradient; near 0, stage 1 acts as Emb's (raise --alpha or --lam)")
+    g.add_argument("--lam", type=cli.nonneg_float, default=STAGE1_DEFAULTS["lam"], help="λ of Eq. (5); Fig. 6: [0.3, 0.5]")
+    g.add_argument("--inner-steps", type=cli.pos_int, default=STAGE1_DEFAULTS["inner_steps"],
+                   help="K virtual steps (Fig. 6c); the paper uses 1")
+    g.add_argument("--meta", default=STAGE1_DEFAULTS["meta"], choices=["exact", "taylor"],
+                   help="exact: Eq. (7) differentiated through the virtual step; taylor: Eq. (9), App. A.3")
+    g.add_argument("--hvp", default=STAGE1_DEFAULTS["hvp"], choices=["autograd", "finite_difference"],
+                   help="Hessian-vector product by double backward or by finite differences (DDP/flash-safe)")
+    g.add_argument("--cache-outer-grad", action="store_true",
+                   help="taylor only: compute ∇θf L_outer(θ_f0) once (θ_f is fixed in stage 1) and reuse it")
+    g.add_argument("--outer-loss", default=STAGE1_DEFAULTS["outer_loss"],
+                   choices=["align_uniform", "supcon", "davies_bouldin"],
+                   help="L_outer: Eq. (4) (minimisation form) or a Table 6 ablation")
+    g.add_argument("--no-inner-loss", action="store_true", help="Table 6 ablation: drop L_inner from Eq. (5)")
+    g = p.add_argument_group("machine")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda if available")
+    g.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: bf16 autocast (on the CPU too, where it is often slower than fp32)")
+    g.add_argument("--workers", type=cli.nonneg_int, default=0, help="DataLoader worker processes")
+    g.add_argument("--demo", action="store_true",
+                   help="--tiny + --synthetic-data + a short schedule, with a tiny body pretrained for a few seconds "
+                        "on the synthetic source (demo.py; cached) so that the methods differ (CPU, seconds)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
+    return p
 
 
-# --------------------------------------------------------------------------------------------------
-# The run: both stages, checkpoints, resumption, result.json
-# --------------------------------------------------------------------------------------------------
-# settings a run may change when it continues (machine, paths, which stage); every other one must match
-CONTINUE_FREE = {"resume", "stage", "out", "data_dir", "source_dir", "download", "weights", "device", "precision",
-                 "workers", "no_progress", "method_ref", "demo_body"}
-
-
-def check_same_run(saved: dict, cfg: dict, path: str, keys=None, given_only: bool = False) -> None:
-    """A run continues (--resume, or --stage 2 after --stage 1) only with the configuration that wrote `path`:
-    a changed --lr, --epochs, --batch-size, ... would silently give a run that is neither. Names every key that
-    differs, old and new value; `given_only`: only the keys this command has set so far (before the registry)."""
-    keys = keys or [*cfg, *(k for k in saved if k not in cfg)]      # flags first, in the parser's order
-    diff = [k for k in keys if k not in CONTINUE_FREE and saved.get(k) != cfg.get(k)
-            and not (given_only and cfg.get(k) is None)]
-    if diff:
-        old = ", ".join(f"{k}={saved.get(k)!r}" for k in diff)
-        new = ", ".join(f"{k}={cfg.get(k)!r}" for k in diff)
-        raise RunError(f"{'--resume' if cfg['resume'] else '--stage 2'}: {path} was started with {old}; now {new}: "
-                       f"repeat the original command's flags, or use another --out")
-
-
-def run(cfg: dict, progress: dict | None = None) -> dict:
-    """One run, both stages. `progress` (filled in as the run goes: the stage, the rows, what last.pt holds) lets
-    main() say where a Ctrl-C stopped it. --out is created by the first file written, so a run that fails on its
-    arguments or data leaves nothing behind."""
-    m = setup_machine(cfg)
-    quiet_libraries(m, cfg)
-    progress = {} if progress is None else progress
-    if cfg["precision"] == "bf16" and m["device"].type == "cpu" and m["main"]:
-        print("note: --precision bf16 on the CPU: bf16 autocast acts on the CPU too (matrix products in bfloat16, "
-              "results differ slightly from fp32); it is often slower than fp32 on CPUs without native bf16",
-              file=sys.stderr)
-    out = cfg["out"]
-    last, emb_path = os.path.join(out, "last.pt"), os.path.join(out, "stage1_embedder.pt")
-    state: dict = {}
-    if os.path.exists(last):
-        # without --resume, only `--stage 2` may continue a finished `--stage 1` run (its last.pt is in stage 1)
-        if cfg["resume"] or (cfg["stage"] == "2" and os.path.exists(emb_path)):
-            state = load_checkpoint(last)
-        if not cfg["resume"] and state.get("stage") != 1:
-            raise RunError(f"{out} already holds a run (last.pt): pass --resume to continue it, or another --out")
-        cfg["backbone"] = cfg["backbone"] or state["config"].get("backbone")
-        check_same_run(state["config"], cfg, out, given_only=True)   # before the task is read with other flags
-    elif cfg["resume"] and m["main"]:
-        print(f"note: --resume but no {last} yet; starting from the beginning", file=sys.stderr)
-
-    td, spec, source, model = build_run(cfg, m)
-    has_stage1 = METHODS[cfg["method"]]["stage1"] is not None
-    if state:
-        check_same_run(state["config"], cfg, out)
-        if cfg["stage"] == "2" and state.get("stage") == 1 and state["epoch"] + 1 < cfg["stage1_epochs"]:
-            raise RunError(f"--stage 2: stage 1 in {last} stopped after epoch {state['epoch'] + 1} of "
-                           f"{cfg['stage1_epochs']}; finish it first (--resume with --stage 1 or all)")
-        if cfg["stage"] == "1" and state.get("stage") == 2:
-            raise RunError(f"--stage 1: {last} is already in stage 2 (stage 1 is finished, see {emb_path})")
-        model.load_state_dict(state["model"])
-    elif cfg["stage"] == "2" and has_stage1:
-        if not os.path.exists(emb_path):
-            raise RunError(f"--stage 2 for {cfg['method']} needs {emb_path}: run --stage 1 first")
-        emb = load_checkpoint(emb_path)
-        check_same_run(emb["config"], cfg, emb_path, keys=("task", "method", "backbone", "tiny", "synthetic_data",
-                                                              "protocol"))
-        model.load_state_dict(emb["model"])
-    history = list(state.get("history", []))
-    t_start = time.time() - state.get("seconds", 0.0)
-    progress.update(history=history, epochs={1: cfg["stage1_epochs"], 2: cfg["epochs"]},
-                    saved=(history[-1]["stage"], history[-1]["epoch"]) if history else None)
-
-    def log(row: dict, resume_state: dict) -> None:
-        """Append one epoch row; write last.pt (atomically) then metrics.jsonl from the same history."""
-        history.append(row)
-        if m["main"]:
-            save_atomic(checkpoint_dict(cfg, model, history=history, seconds=time.time() - t_start,
-                                        **resume_state), last)
-            progress["saved"] = (row["stage"], row["epoch"])
-            write_text_atomic("".join(json.dumps(r) + "\n" for r in history), os.path.join(out, "metrics.jsonl"))
-            print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
-                  flush=True)
-        here = f"{row['stage']}:{row['epoch']}"           # test hooks: a kill, or a pause for a real SIGINT
-        if os.environ.get("MONA_TEST_KILL_AFTER") == here:
-            raise KeyboardInterrupt(f"simulated kill after stage {row['stage']} epoch {row['epoch']}")
-        if os.environ.get("MONA_TEST_PAUSE_AFTER") == here:
-            time.sleep(120)
-
-    if has_stage1 and cfg["stage"] in ("1", "all") and state.get("stage", 1) == 1:
-        kind = METHODS[cfg["method"]]["stage1"]
-        progress["stage"] = 1
-        if kind == "orca":                             # §2.2: ORCA's OTDD alignment (orca.py)
-            stage1_orca(cfg, m, model, source, td, spec, state, log)
-        else:                                          # Alg. 1 (MoNA) or the Emb warm-up (stage1.py)
-            stage1(cfg, m, model, source, td, spec, state, log, kind=kind)
-        if m["main"]:
-            save_atomic(checkpoint_dict(cfg, model, stage=1, epoch=cfg["stage1_epochs"] - 1), emb_path)
-        state = {}
-    n_train, n_val, n_test = td.info["sizes"]
-    result = {"task": cfg["task"], "method": cfg["method"], "protocol": cfg["protocol"], "metric": spec.metric,
-              "lower_is_better": True, "n_train": n_train, "n_val": n_val, "n_test": n_test}
-    if cfg["stage"] in ("2", "all"):
-        progress["stage"] = 2
-        if METHODS[cfg["method"]]["frozen"]:           # Table 2 "Frozen-encoder": the body is not trained
-            for p in model.encoder.parameters():
-                p.requires_grad_(False)
-        best = stage2(cfg, m, model, td, spec, state, log)
-        if m["main"]:                                  # test scores under both metric definitions (stage2.py)
-            result.update(final_result(cfg, model, td, spec, best, m["device"]))
-    result.update(epochs=cfg["epochs"], stage1_epochs=cfg["stage1_epochs"] if has_stage1 else 0,
-                  seconds=round(time.time() - t_start, 2), config=cfg)
-    if m["main"]:
-        write_text_atomic(json.dumps(result, indent=2) + "\n", os.path.join(out, "result.json"))
-        if "test" in result:
-            print(summary_line(result, out), flush=True)
-    barrier(m)
-    return result
-
-
-def summary_line(r: dict, out: str) -> str:
-    """The run's one-line summary: the protocol, and which number is which."""
-    which = f"{r['metric_variant']} metric" if "variants" in r else "paper and corrected metrics coincide"
-    head = f"{r['task']} / {r['method']} [--protocol {r['protocol']}]: test {r['metric']} ({which})"
-    if r["protocol"] == "paper":
-        line = (f"{head} = {r['test']:.4g} at the last epoch (headline); best test over epochs "
-                f"{r['test_best_on_test']:.4g} (ORCA-compatible, optimistic)")
-    else:
-        line = (f"{head} = {r['test']:.4g} for the model chosen on validation (epoch {r['best_epoch']}); "
-                f"last epoch {r['test_last']:.4g}")
-    other = {"paper": "corrected", "corrected": "paper"}[r["metric_variant"]]
-    if "variants" in r:
-        v = r["variants"][other]
-        line += f"; {other} metric ({v['metric']}): {v['test']:.4g}"
-    return f"{line}; {r['seconds']:.1f} s -> {out}/result.json"
-
-
-def expected_errors() -> tuple:
-    """Error classes of expected mistakes (bad arguments, files, shapes): printed as one line, no traceback.
-    probe.py and discrepancy.py use the same list."""
-    errors = [RunError]
-    for mod, name in (("backbones", "BackboneError"), ("data", "DataError"), ("embedders", "EmbedderError"),
-                      ("predictors", "PredictorError"), ("losses", "LossError"), ("meta", "MetaGradError")):
-        try:
-            errors.append(getattr(__import__(mod), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
+def unread_flags_note(args: argparse.Namespace) -> str | None:
+    """A note naming the flags set (off their defaults) that the chosen method never reads (its stage 1 has no
+    such setting, or it has no stage 1): they cannot change the run, so they are ignored, not refused (a loop over
+    methods may share flags)."""
+    p = get_parser()
+    given = [k for k, users in METHOD_FLAGS.items() if args.method not in users and getattr(args, k) != p.get_default(k)]
+    if not given:
+        return None
+    users = [m for m in METHODS if any(m in METHOD_FLAGS[k] for k in given)]
+    flags = ", ".join("--" + k.replace("_", "-") for k in given)
+    return f"note: {flags} ignored: read only by --method {' / '.join(users)}, not by --method {args.method}"
 
 
 def main(argv=None) -> int:
+    """python train.py ...: 0 on success; a bad flag or an expected mistake one line and 2, a non-finite loss 3,
+    Ctrl-C 130 (support/cli.py)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = get_parser().parse_args(argv)                   # a bad flag: one line, exit 2
-    errors = expected_errors()
-    progress: dict = {}
     note = unread_flags_note(args)
-    if note and int(os.environ.get("RANK", "0")) == 0:
+    if note and cli.is_main_process():
         print(note, file=sys.stderr)
-    try:
-        run(resolve_config(args), progress)
-    except errors as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_NONFINITE if isinstance(e, NonFiniteLoss) else EXIT_USAGE
-    except KeyboardInterrupt:                              # Ctrl-C: one line (rank 0 only), exit 130
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(interrupted_line(progress, argv), file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    return 0
+    progress: dict = {}
+    return cli.run_command(lambda: run(resolve_config(args), progress),
+                           interrupted=lambda: runs.interrupted_line(progress, argv))
 
 
 if __name__ == "__main__":

@@ -589,7 +589,7 @@ def measure(data_dir, model_dir, *, seq_lens=(32, 64), seed=0, max_samples=5000,
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     sys.path.insert(0, ROOT)
-    import sources
+    from readers import sources
     from probe import linear_probe_error
 
     d = os.path.join(os.fspath(data_dir), "conll2003")

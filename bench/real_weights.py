@@ -285,7 +285,7 @@ def probe_all(work: str) -> dict:
     encoder of every finished run's best.pt (the validation-selected model whose test error the table reports),
     every seed; one probe.probe_models call per task, cached in probe.json (resumable)."""
     import probe
-    import runtime
+    from support import runtime
     runtime.quiet_libraries({"main": True}, {"no_progress": True})    # no weight-loading bars in the log
     paths, cache_path = work_paths(work), os.path.join(work, "probe.json")
     cache = {}
@@ -406,9 +406,10 @@ def main(argv=None) -> int:
     if a.probe:
         import discrepancy
         import probe
+        from support import cli
         try:
             cache = probe_all(a.work)
-        except (probe.ProbeError,) + discrepancy.expected_errors() as e:   # e.g. a run folder moved elsewhere
+        except cli.expected_errors(probe.ProbeError, discrepancy.DiscrepancyError) as e:   # e.g. a run folder moved elsewhere
             print(f"error: --probe: {e}", file=sys.stderr)
             return 2
         with open(os.path.join(a.work, "probe.md"), "w", encoding="utf-8") as f:

@@ -311,7 +311,7 @@ def test_pretrained_offline_fails_fast(name, monkeypatch, tmp_path):
 def test_import_is_light():
     """No module-level timm / transformers / huggingface_hub import: `import backbones` stays cheap (STYLE §11)."""
     import ast
-    import backbone_loading
+    from support import backbone_loading
     for mod in (backbones, backbone_loading):
         tree = ast.parse(open(mod.__file__).read())
         top = [a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names]

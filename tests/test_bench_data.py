@@ -16,7 +16,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import conll_surrogate as cs  # noqa: E402
 import data  # noqa: E402
-import sources  # noqa: E402
+from readers import sources  # noqa: E402
 import ucr  # noqa: E402
 
 SKTIME_DATA = "/tmp/wheels/x/sk/sktime/datasets/data"
@@ -437,7 +437,7 @@ def test_custom_mona_runs_with_a_body_folder_and_the_surrogate_folder_alone(tmp_
     """The user's command on their own data, `train.py --task custom --data-dir D --backbone FOLDER --source-dir S`
     and nothing else, with a folder shaped like all-MiniLM-L6-v2's (a bare BertModel and its fast tokenizer; tiny
     and random here) and this surrogate: MoNA runs both stages with the custom defaults (100 stage-1 steps)."""
-    import custom
+    from readers import custom
     import train
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

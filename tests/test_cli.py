@@ -18,6 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import data  # noqa: E402
 import train  # noqa: E402
+from run_hooks import kill_after  # noqa: E402
+from support import cli  # noqa: E402
 
 FAST = ["--demo", "--no-progress", "--epochs", "1", "--max-train-samples", "16", "--batch-size", "8"]
 
@@ -54,8 +56,8 @@ def test_ctrl_c_prints_one_line_with_the_resume_command_and_the_command_finishes
     command that continues the run; that command, run as printed, finishes the run."""
     out = tmp_path / "run"
     args = ["--task", "cifar100", "--method", "finetune", *FAST, "--epochs", "3", "--out", str(out)]
-    env = dict(os.environ, MONA_TEST_PAUSE_AFTER="2:1")
-    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=env, text=True,
+    # train.py's main, held 120 s after stage-2 epoch 1 (tests/run_hooks.py)
+    proc = subprocess.Popen([sys.executable, os.path.join("tests", "run_hooks.py"), "2:1", *args], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     metrics, t0 = out / "metrics.jsonl", time.time()
     while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
@@ -65,7 +67,7 @@ def test_ctrl_c_prints_one_line_with_the_resume_command_and_the_command_finishes
     time.sleep(0.3)                                   # inside the hook's pause by now
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == train.EXIT_INTERRUPTED == 130
+    assert proc.returncode == cli.EXIT_INTERRUPTED == 130
     line = one_line(err)
     assert "stage 2" in line and "epoch 2 of 3" in line and "--resume" in line, line
     cmd = shlex.split(line.split("continue with: ", 1)[1])
@@ -79,10 +81,10 @@ def test_ctrl_c_prints_one_line_with_the_resume_command_and_the_command_finishes
 
 def test_interrupt_under_torchrun_prints_on_rank_0_only(tmp_path, monkeypatch, capsys):
     """Every rank gets the SIGINT of a Ctrl-C; only rank 0 prints the line (here: rank 1 alone, in-process)."""
-    monkeypatch.setenv("MONA_TEST_KILL_AFTER", "2:1")
     monkeypatch.setenv("RANK", "1")
-    rc, out = run_main(tmp_path, "--task", "cifar100", "--method", "finetune")
-    assert rc == train.EXIT_INTERRUPTED
+    with kill_after("2:1"):
+        rc, out = run_main(tmp_path, "--task", "cifar100", "--method", "finetune")
+    assert rc == cli.EXIT_INTERRUPTED
     assert capsys.readouterr().err == ""
 
 
@@ -103,8 +105,8 @@ def test_interrupt_before_anything_is_saved_says_so(tmp_path, monkeypatch, capsy
 # -------------------------------------------------------------------------------------------------------------
 # 2. Numeric flags: one rule per meaning
 # -------------------------------------------------------------------------------------------------------------
-RULES = {train.pos_int: ["0", "-3", "1.5", "ten"], train.nonneg_int: ["-1", "0.5", "x"],
-         train.pos_float: ["0", "-1e-3", "nan", "inf", "abc"], train.nonneg_float: ["-0.1", "nan", "inf", "x"]}
+RULES = {cli.pos_int: ["0", "-3", "1.5", "ten"], cli.nonneg_int: ["-1", "0.5", "x"],
+         cli.pos_float: ["0", "-1e-3", "nan", "inf", "abc"], cli.nonneg_float: ["-0.1", "nan", "inf", "x"]}
 
 
 def numeric_actions():
@@ -214,7 +216,7 @@ def test_tokenizer_without_a_hub_fails_at_once_with_suggestions_that_work(tmp_pa
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env["HF_ENDPOINT"] = f"http://127.0.0.1:{closed_port()}"
     env["HF_HOME"] = str(tmp_path / "hf")                 # an empty cache
-    code = ("import stage1; from runtime import RunError\n"
+    code = ("import stage1; from support.runtime import RunError\n"
             "for task in ('ecg', 'custom'):\n    try:\n        stage1.load_tokenizer(dict(backbone='roberta_base', "
             "weights=None, task=task, source_dir='src'))\n    except RunError as e:\n        print(e)\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -267,7 +269,7 @@ def test_custom_task_prints_what_was_inferred(tmp_path, capsys):
 
 
 def test_custom_task_kind_and_patch_length_flags_reach_the_task(tmp_path):
-    import runtime
+    from support import runtime
     d = write_custom(tmp_path / "task")
     args = train.get_parser().parse_args(["--task", "custom", "--data-dir", d, "--method", "finetune", "--tiny",
                                           "--target-kind", "regression", "--patch-length", "8",

@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
-import fileio  # noqa: E402
+from readers import fileio  # noqa: E402
 from data import DataError, load_task  # noqa: E402
 from data_helpers import _write_ninapro, _write_pde  # noqa: E402
 

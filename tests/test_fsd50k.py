@@ -10,7 +10,7 @@ import scipy.io.wavfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import fsd50k  # noqa: E402
+from readers import fsd50k  # noqa: E402
 from data import DataError, load_task  # noqa: E402
 from data_helpers import _check_item  # noqa: E402
 

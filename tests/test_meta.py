@@ -1,10 +1,16 @@
-"""Tests for meta.py: MoNA's stage-1 meta-gradients (arXiv 2406.18864, Eq. 7 and Eq. 9) against oracles.
+"""Tests for meta.py: MoNA's stage-1 meta-gradients (arXiv 2406.18864, Eq. 5, 7 and 9) against oracles.
 
-Oracles: central finite differences of the objectives F (Eq. 7, K-step unroll) and G (Eq. 9) written here
-with first-order autograd only; ∇_φ L_inner for the first-order limit; the O(α²) exact-vs-Taylor gap; the
-double-backward variants for the finite-difference-HVP variants. float64, tiny models, seconds.
+Oracles: central finite differences of the objectives F (Eq. 5/7, K-step unroll) and G (Eq. 9) written here
+with first-order autograd only; ∇_φ L_inner for the first-order limit. The literal form `meta.meta_grad`
+(Eq. 3 and 5, K = 1) is the reference of the variants: the K-step unroll at K = 1 (same bits), the
+finite-difference HVPs (O(ε²)), the Taylor form with or without a cached v (O(α²) gap). float64, tiny
+models, seconds. Also: the usage example of meta.py's docstring runs, and the module's layout.
 """
+import ast
+import inspect
 import math
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -190,14 +196,19 @@ def test_taylor_autograd_matches_fd_of_G(kind):
 @pytest.mark.parametrize("kind", ["mlp", "transformer"])
 def test_taylor_gap_is_order_alpha_squared(kind):
     p = Problem(kind)
-    gaps = []
+    v, _ = meta.outer_gradient(p.outer_loss, p.theta_f)
+    gaps, gaps_cached = [], []
     for alpha in (1e-1, 1e-2, 1e-3):
-        ex, _ = meta.meta_grad_exact(p.inner_loss, p.outer_loss, p.theta_f, p.phi, alpha, 1.0)
+        ex, _ = meta.meta_grad(p.inner_loss, p.outer_loss, p.theta_f, p.phi, alpha, 1.0)
         ta, _ = meta.meta_grad_taylor(p.inner_loss, p.outer_loss, p.theta_f, p.phi, alpha, 1.0)
+        tc, _ = meta.meta_grad_taylor(p.inner_loss, None, p.theta_f, p.phi, alpha, 1.0, outer_grad=v)
         gaps.append(math.sqrt(sum(float((ex[k] - ta[k]).pow(2).sum()) for k in ex)))
+        gaps_cached.append(math.sqrt(sum(float((ex[k] - tc[k]).pow(2).sum()) for k in ex)))
     assert gaps[2] > 0
     for big, small in zip(gaps, gaps[1:]):
         assert 50 <= big / small <= 200, gaps                      # ≈ 100× per decade of α
+    for big, small in zip(gaps_cached, gaps_cached[1:]):
+        assert 50 <= big / small <= 200, gaps_cached
 
 
 # --------------------------------------------------------------------------------------------------
@@ -213,7 +224,7 @@ def test_finite_difference_matches_autograd(kind, r, tol, variant):
         got, st = meta.meta_grad_taylor(*args, hvp="finite_difference", fd_r=r)
     else:
         k = int(variant[-1])
-        ref, st_ref = meta.meta_grad_exact(*args, steps=k)
+        ref, st_ref = meta.meta_grad(*args) if k == 1 else meta.meta_grad_exact(*args, steps=k)
         got, st = meta.meta_grad_exact(*args, steps=k, hvp="finite_difference", fd_r=r)
     assert rel(got, ref) <= tol
     assert math.isclose(st["meta_norm"], st_ref["meta_norm"], rel_tol=100 * tol)
@@ -267,10 +278,14 @@ def test_precomputed_outer_grad(hvp):
 # Purity, keys, frozen encoders, dropout masks, float32 with fused attention
 # --------------------------------------------------------------------------------------------------
 CALLS = [("exact", "autograd", 1), ("exact", "finite_difference", 1), ("exact", "autograd", 2),
-         ("exact", "finite_difference", 2), ("taylor", "autograd", 1), ("taylor", "finite_difference", 1)]
+         ("exact", "finite_difference", 2), ("taylor", "autograd", 1), ("taylor", "finite_difference", 1),
+         ("meta_grad", "autograd", 1)]
 
 
 def call(p, fn, hvp, steps, alpha=0.5, lam=1.0, **kw):
+    if fn == "meta_grad":
+        assert hvp == "autograd" and steps == 1
+        return meta.meta_grad(p.inner_loss, p.outer_loss, p.theta_f, p.phi, alpha, lam, **kw)
     if fn == "exact":
         return meta.meta_grad_exact(p.inner_loss, p.outer_loss, p.theta_f, p.phi, alpha, lam, steps=steps,
                                     hvp=hvp, **kw)
@@ -319,8 +334,9 @@ def test_dropout_masks_synchronised(kind, fn, steps):
     masks: FD agrees with autograd as tightly as without dropout (with unpinned RNG this test fails)."""
     p = Problem(kind, dropout=0.3)
     p.encoder.train()
+    ref_fn = "meta_grad" if (fn, steps) == ("exact", 1) else fn
     torch.manual_seed(11)
-    ref, _ = call(p, fn, "autograd", steps)
+    ref, _ = call(p, ref_fn, "autograd", steps)
     torch.manual_seed(11)
     got, _ = call(p, fn, "finite_difference", steps, fd_r=1e-4)
     assert rel(got, ref) <= 1e-6
@@ -333,10 +349,11 @@ def test_dropout_masks_synchronised(kind, fn, steps):
     assert rel(other, ref) > 1e-2
 
 
-def test_global_rng_advances_by_one_draw_only():
+@pytest.mark.parametrize("fn,hvp,steps", [("exact", "finite_difference", 2), ("meta_grad", "autograd", 1)])
+def test_global_rng_advances_by_one_draw_only(fn, hvp, steps):
     p = Problem("mlp", dropout=0.3)
     torch.manual_seed(5)
-    call(p, "exact", "finite_difference", 2)
+    call(p, fn, hvp, steps)
     after = torch.rand(3)
     torch.manual_seed(5)
     torch.randint(0, 2 ** 62, ())
@@ -380,3 +397,106 @@ def test_bad_arguments():
         with pytest.raises(meta.MetaGradError):
             ta(**kw)
     assert issubclass(meta.MetaGradError, ValueError)
+
+
+# --------------------------------------------------------------------------------------------------
+# meta_grad: the literal Eq. (3) + Eq. (5); the default path; the variants agree with it
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["mlp", "transformer"])
+def test_meta_grad_matches_fd_of_F(kind):
+    """The literal form against finite differences of F (Eq. 5), with and without the L_inner term."""
+    p = Problem(kind)
+    got, st = meta.meta_grad(p.inner_loss, p.outer_loss, p.theta_f, p.phi, 0.5, 1.0)
+    assert rel(got, fd_gradient(lambda ph: F_exact(p, ph, 0.5, 1.0, 1), p.phi)) <= 1e-6
+    no_inner, _ = meta.meta_grad(p.inner_loss, p.outer_loss, p.theta_f, p.phi, 0.5, 1.0, inner_weight=0.0)
+    g_in = grad_inner(p)
+    assert rel({k: no_inner[k] + g_in[k] for k in g_in}, got) <= 1e-12
+    assert math.isclose(st["meta_ratio"], st["meta_norm"] / st["inner_grad_norm"], rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("w", [0.0, 1.0])
+def test_default_exact_path_goes_through_meta_grad(monkeypatch, w):
+    """meta_grad_exact(steps=1, hvp="autograd"), what stage 1 calls by default, is meta_grad (same bits,
+    same RNG draws); the K-step unroll at K = 1 builds the same graph and gives the same bits too."""
+    p = Problem("transformer", dropout=0.3)
+    p.encoder.train()
+    args = (p.inner_loss, p.outer_loss, p.theta_f, p.phi, 0.5, 0.7)
+    torch.manual_seed(2)
+    ref, st_ref = meta.meta_grad(*args, inner_weight=w)
+    after_ref = torch.rand(3)
+    calls = []
+    real = meta.meta_grad
+    monkeypatch.setattr(meta, "meta_grad", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    torch.manual_seed(2)
+    got, st = meta.meta_grad_exact(*args, inner_weight=w)
+    assert calls == [1] and torch.equal(torch.rand(3), after_ref)
+    assert all(torch.equal(got[k], ref[k]) for k in ref) and st == st_ref
+    meta.meta_grad_exact(*args, steps=2)
+    meta.meta_grad_exact(*args, hvp="finite_difference")
+    assert calls == [1]                                              # the variants do not go through it
+    torch.manual_seed(2)
+    unrolled, st_u = meta._exact_autograd(*args, 1, w, meta._rng_pinner(p.theta_f))
+    assert all(torch.equal(unrolled[k], ref[k]) for k in ref) and st_u == st_ref
+
+
+def test_meta_grad_bad_arguments():
+    p = Problem("mlp")
+    for kw in (dict(alpha=-1.0), dict(lam=float("nan")), dict(inner_weight=-1.0), dict(phi={}),
+               dict(outer_loss=lambda th: p.outer_loss(dict(p.encoder.named_parameters())).detach())):
+        args = {**dict(inner_loss=p.inner_loss, outer_loss=p.outer_loss, theta_f=p.theta_f, phi=p.phi,
+                       alpha=0.1, lam=0.5), **kw}
+        with pytest.raises(meta.MetaGradError) as e:
+            meta.meta_grad(**args)
+        assert "\n" not in str(e.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# The module itself: the docstring's usage example runs; the layout the docstring promises
+# --------------------------------------------------------------------------------------------------
+def docstring_example() -> str:
+    doc = meta.__doc__
+    head = "Usage example\n-------------\n"
+    assert doc.count(head) == 1
+    block = doc.split(head, 1)[1]
+    lines = []
+    for line in block.splitlines():
+        if line.strip() and not line.startswith("    "):
+            break                                                    # the next section, if any
+        lines.append(line)
+    return textwrap.dedent("\n".join(lines))
+
+
+def test_docstring_example_runs():
+    code = docstring_example()
+    assert "meta.meta_grad(" in code and 'hvp="finite_difference"' in code and "functional_call" in code
+    assert 10 <= len([line for line in code.splitlines() if line.strip()]) <= 25
+    ns = {"__name__": "meta_docstring_example"}
+    exec(compile(code, "<meta.__doc__ usage example>", "exec"), ns)
+    assert all(p.grad is not None for p in ns["emb"].parameters())
+    assert ns["stats"]["meta_norm"] > 0
+
+
+def test_module_layout():
+    """meta_grad opens the module (Eq. 3 and Eq. 5 visible, at most 30 lines); torch + stdlib only; the
+    docstring cites nothing that does not travel with a copy of the file."""
+    src = inspect.getsource(meta)
+    tree = ast.parse(src)
+    public = [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
+    assert public[0] == "meta_grad"
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "meta_grad")
+    body_lines = src.splitlines()[fn.body[1].lineno - 1:fn.end_lineno]        # after the docstring
+    assert fn.end_lineno - fn.lineno + 1 - (fn.body[1].lineno - fn.body[0].lineno) <= 30
+    comments = [line.strip() for line in body_lines if line.strip().startswith("#")]
+    assert any(c.startswith("# Eq. (3)") for c in comments) and any(c.startswith("# Eq. (5)") for c in comments)
+    assert "lam * L_out" in "\n".join(body_lines)                   # λ multiplied inside the graph
+    roots = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Import):
+            roots |= {a.name.split(".")[0] for a in n.names}
+        elif isinstance(n, ast.ImportFrom):
+            roots.add(n.module.split(".")[0])
+    assert roots <= {"torch", "__future__"} | set(sys.stdlib_module_names), roots
+    doc = meta.__doc__
+    assert "Paper map" in doc and "2406.18864" in doc
+    for banned in ("bench/", "tests/", ".md"):
+        assert banned not in doc, banned

@@ -15,7 +15,7 @@ import scipy.io
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import nb360  # noqa: E402
+from readers import nb360  # noqa: E402
 from data import DataError, load_task  # noqa: E402
 from data_helpers import (_check_item, _write_cifar, _write_cosmic, _write_ecg, _write_ninapro,  # noqa: E402
                           _write_spherical)

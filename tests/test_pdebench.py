@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
-import pdebench  # noqa: E402
+from readers import pdebench  # noqa: E402
 from data import DataError, load_task  # noqa: E402
 from data_helpers import _check_item, _write_pde  # noqa: E402
 

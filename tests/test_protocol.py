@@ -22,6 +22,7 @@ import losses  # noqa: E402
 import orca  # noqa: E402
 import stage2  # noqa: E402
 import train  # noqa: E402
+from support import cli  # noqa: E402
 from data_helpers import _write_cifar  # noqa: E402
 
 FAST = ["--demo", "--no-progress", "--epochs", "1", "--max-train-samples", "16", "--batch-size", "8"]
@@ -111,7 +112,7 @@ def test_resume_refuses_another_protocol(tmp_path, capsys):
     assert run_main(tmp_path, "--task", "cifar100", "--method", "finetune")[0] == 0
     rc = run_main(tmp_path, "--task", "cifar100", "--method", "finetune", "--protocol", "strict", "--resume")[0]
     err = capsys.readouterr().err
-    assert rc == train.EXIT_USAGE and "protocol='paper'" in err and "protocol='strict'" in err
+    assert rc == cli.EXIT_USAGE and "protocol='paper'" in err and "protocol='strict'" in err
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -139,7 +140,7 @@ def _toy(n, seed=0):
 
 def _order(cfg, n):
     """The sample order of stage 2's first epoch (runtime.make_loader with the epoch's seed)."""
-    from runtime import epoch_seed, make_loader
+    from support.runtime import epoch_seed, make_loader
     return [int(i) for i in make_loader(list(range(n)), 1, shuffle=True, seed=epoch_seed(cfg, 2, 0), m=CPU)]
 
 
@@ -207,7 +208,7 @@ def test_darcy_val_loss_is_the_mean_per_sample_loss(tmp_path):
                                  group_reduce=None)
     td = types.SimpleNamespace(output_decoder=None)
     model = torch.nn.Conv2d(1, 1, 3, padding=1)
-    objective = stage2.task_objective(spec, td, torch.device("cpu"))
+    objective = losses.task_objective(spec, td, torch.device("cpu"))
     _, loss = stage2.evaluate(model, torch.utils.data.TensorDataset(x, y), spec, objective,
                               dict(batch_size=2, precision="fp32"), torch.device("cpu"))
     with torch.no_grad():

@@ -10,7 +10,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
-import sources  # noqa: E402
+from readers import sources  # noqa: E402
 from data import DataError  # noqa: E402
 from data_helpers import _write_cifar  # noqa: E402
 

@@ -11,10 +11,11 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import custom  # noqa: E402
+from readers import custom  # noqa: E402
 import data  # noqa: E402
 import stage1  # noqa: E402
 import train  # noqa: E402
+from run_hooks import kill_after  # noqa: E402
 
 
 def write_task(folder, n_train=50, n_test=10, L=32, classes=3):
@@ -90,9 +91,8 @@ def test_a_killed_stage1_resumes_to_the_same_number_of_steps(tmp_path, monkeypat
     d, out = write_task(tmp_path / "t"), str(tmp_path / "run")
     argv = ["--task", "custom", "--data-dir", d, "--method", "emb", "--tiny", "--epochs", "1", "--stage1-steps", "7",
             "--stage1-batch-size", "16", "--max-train-samples", "50", "--out", out, "--no-progress"]
-    monkeypatch.setenv("MONA_TEST_KILL_AFTER", "1:1")
-    assert train.main(argv) == 130
-    monkeypatch.delenv("MONA_TEST_KILL_AFTER")
+    with kill_after("1:1"):
+        assert train.main(argv) == 130
     assert train.main([*argv, "--resume"]) == 0
     rows = stage1_rows(out)
     n_train = json.load(open(os.path.join(out, "result.json")))["n_train"]

@@ -20,6 +20,8 @@ sys.path.insert(0, ROOT)
 import orca  # noqa: E402
 import stage2  # noqa: E402
 import train  # noqa: E402
+from run_hooks import kill_after  # noqa: E402
+from support import cli  # noqa: E402
 
 FAST = ["--demo", "--no-progress", "--epochs", "1", "--max-train-samples", "16", "--batch-size", "8"]
 
@@ -66,9 +68,8 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, monkeypatch, method, 
     rc, full = run_main(tmp_path, *args, name="full")
     assert rc == 0
     kill_at = "1:1" if method == "mona" else "2:1"
-    monkeypatch.setenv("MONA_TEST_KILL_AFTER", kill_at)
-    assert run_main(tmp_path, *args, name="killed")[0] == train.EXIT_INTERRUPTED
-    monkeypatch.delenv("MONA_TEST_KILL_AFTER")
+    with kill_after(kill_at):
+        assert run_main(tmp_path, *args, name="killed")[0] == cli.EXIT_INTERRUPTED
     rc, resumed = run_main(tmp_path, *args, "--resume", name="killed")
     assert rc == 0
     a = json.load(open(os.path.join(full, "result.json")))
@@ -99,14 +100,13 @@ def test_stage1_then_stage2_equals_all(tmp_path):
 
 def test_stage2_neither_skips_stage1_nor_overwrites_stage2(tmp_path, monkeypatch, capsys):
     args = ["--task", "cifar100", "--method", "mona", "--stage1-epochs", "2"]
-    monkeypatch.setenv("MONA_TEST_KILL_AFTER", "1:1")
-    assert run_main(tmp_path, *args, name="half")[0] == train.EXIT_INTERRUPTED
-    monkeypatch.delenv("MONA_TEST_KILL_AFTER")
-    assert run_main(tmp_path, *args, "--stage", "2", "--resume", name="half")[0] == train.EXIT_USAGE
+    with kill_after("1:1"):
+        assert run_main(tmp_path, *args, name="half")[0] == cli.EXIT_INTERRUPTED
+    assert run_main(tmp_path, *args, "--stage", "2", "--resume", name="half")[0] == cli.EXIT_USAGE
     assert "stopped after epoch 1 of 2" in capsys.readouterr().err
     assert run_main(tmp_path, *args, name="done")[0] == 0
     before = open(os.path.join(tmp_path / "done", "metrics.jsonl")).read()
-    assert run_main(tmp_path, *args, "--stage", "2", name="done")[0] == train.EXIT_USAGE
+    assert run_main(tmp_path, *args, "--stage", "2", name="done")[0] == cli.EXIT_USAGE
     assert "--resume" in capsys.readouterr().err
     assert open(os.path.join(tmp_path / "done", "metrics.jsonl")).read() == before
 
@@ -116,7 +116,7 @@ def test_resume_with_another_config_exit_2(tmp_path, capsys):
     before = open(os.path.join(tmp_path / "run", "metrics.jsonl")).read()
     rc = run_main(tmp_path, "--task", "cifar100", "--method", "finetune", "--lr", "1e-2", "--resume")[0]
     err = capsys.readouterr().err
-    assert rc == train.EXIT_USAGE and "lr=0.001" in err and "lr=0.01" in err and "Traceback" not in err
+    assert rc == cli.EXIT_USAGE and "lr=0.001" in err and "lr=0.01" in err and "Traceback" not in err
     assert open(os.path.join(tmp_path / "run", "metrics.jsonl")).read() == before
 
 
@@ -151,7 +151,7 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, capsys):
     out = str(tmp_path / "nan")
     rc = train.main(["--task", "cifar100", "--method", "finetune", "--out", out, *FAST, "--epochs", "3",
                      "--lr", "1e38"])
-    assert rc == train.EXIT_NONFINITE
+    assert rc == cli.EXIT_NONFINITE
     err = capsys.readouterr().err
     assert "non-finite loss" in err and "Traceback" not in err
     assert not os.path.exists(os.path.join(out, "result.json"))
@@ -168,13 +168,13 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, capsys):
 def test_bad_arguments_one_line_exit_2(tmp_path, capsys, argv, needle):
     rc = train.main([*argv, "--out", str(tmp_path / "bad"), "--no-progress"])
     err = capsys.readouterr().err
-    assert rc == train.EXIT_USAGE
+    assert rc == cli.EXIT_USAGE
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_existing_run_is_not_overwritten(tmp_path, capsys):
     assert run_main(tmp_path, "--task", "cifar100", "--method", "finetune")[0] == 0
-    assert run_main(tmp_path, "--task", "cifar100", "--method", "finetune")[0] == train.EXIT_USAGE
+    assert run_main(tmp_path, "--task", "cifar100", "--method", "finetune")[0] == cli.EXIT_USAGE
     assert "--resume" in capsys.readouterr().err
 
 
@@ -237,7 +237,7 @@ def test_scratch_from_a_local_folder_is_random_while_finetune_loads_it(tmp_path)
     """Table 2's first row: --method scratch with a body from a local folder (the only way to get one without a
     network) gets the folder's architecture with a random initialisation; finetune gets the folder's tensors."""
     import backbones
-    import runtime
+    from support import runtime
     src = backbones.build_backbone("roberta_base", tiny=True)
     with torch.no_grad():
         for p in src.encoder.parameters():                 # move every tensor off any initial value
@@ -317,7 +317,7 @@ def _demo_run(tmp_path, task, method, *extra):
 def test_demo_scratch_and_finetune_differ(tmp_path, capsys):
     """The demo's finetune body was pretrained (on the synthetic CIFAR-10 stand-in), scratch's is random: the
     initial encoders and the test scores differ; the demo says what it demonstrates."""
-    import runtime
+    from support import runtime
     tests = {m: json.load(open(os.path.join(_demo_run(tmp_path, "cifar100", m), "result.json")))["test"]
              for m in ("scratch", "finetune")}
     assert tests["scratch"] != tests["finetune"]
@@ -347,7 +347,7 @@ def test_demo_body_cache_tolerates_concurrent_writers(tmp_path):
     """Two processes ask for the same uncached body at once: each gets the same complete folder, no temporary
     folder is left behind, and the body loads."""
     import backbones
-    code = "import sys, demo; print(demo.demo_body('swin_base', cache=sys.argv[1], steps=3))"
+    code = "import sys; from support import demo; print(demo.demo_body('swin_base', cache=sys.argv[1], steps=3))"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -360,7 +360,7 @@ def test_demo_body_cache_tolerates_concurrent_writers(tmp_path):
 def test_demo_body_that_loses_the_race_keeps_the_winners_folder(tmp_path, monkeypatch):
     """Another process completes the folder while this one pretrains: this one's rename fails, it keeps the
     winner's folder and removes its own temporary one."""
-    import demo
+    from support import demo
     real = demo.pretrain
 
     def pretrain_while_another_writer_wins(name, **recipe):

@@ -44,8 +44,8 @@ import os
 import numpy as np
 import torch
 
-from fileio import DataError, _bad, _corrupt, _open_h5, _path
-from splits import NORM_EPS, IndexedDataset, _carve, _need, _unit_gaussian
+from readers.fileio import DataError, _bad, _corrupt, _open_h5, _path
+from readers.splits import NORM_EPS, IndexedDataset, _carve, _need, _unit_gaussian
 
 ORCA_TEST_T_TRAIN = 100        # the t_train ORCA's load_pde test set falls back to (UNetDataset* default)
 

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from fileio import DataError, Download, _bad, _cifar_rows, _corrupt, _fetch
-from splits import IndexedDataset
+from readers.fileio import DataError, Download, _bad, _cifar_rows, _corrupt, _fetch
+from readers.splits import IndexedDataset
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)    # ORCA's constants
 CONLL_TYPES = ("PER", "ORG", "LOC", "MISC")        # source labels 0..3 of the CoNLL-2003 surrogate

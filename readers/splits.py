@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fileio import DataError
+from readers.fileio import DataError
 
 PROTOCOLS = ("paper", "strict")   # paper: ORCA's training set, no validation; strict: a held-out validation split
 SPLIT_SEED = 0                 # validation carve: the same split for every run and seed

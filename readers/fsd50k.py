@@ -40,8 +40,8 @@ import os
 import numpy as np
 import torch
 
-from fileio import _bad, _corrupt, _path
-from splits import IndexedDataset, _need
+from readers.fileio import _bad, _corrupt, _path
+from readers.splits import IndexedDataset, _need
 
 FSD = dict(sr=22050, n_fft=1920, win=661, hop=220, n_mels=96, frames=102, top_db=80.0, offset=75.0)
 

@@ -59,8 +59,8 @@ from functools import partial
 
 import numpy as np
 
-from fileio import DataError, _load_npy
-from splits import ArrayDataset, ConcatRows, _carve
+from readers.fileio import DataError, _load_npy
+from readers.splits import ArrayDataset, ConcatRows, _carve
 
 TARGET_KINDS = ("classification", "multilabel", "regression", "dense")
 VALUES_PER_TOKEN = 8           # a 1D token carries at least C·p >= 8 values (module docstring: "Why 8")
@@ -323,7 +323,7 @@ def describe_task(td) -> str:
     """One line: the kind and its outputs (with what was inferred and how to change it), loss / metric, the 1D or
     2D path, the 1D tokens and patch length (as the embedder computes them from the spec: ORCA's rule on
     target_seq_len, so a spec a body shortened is reported as it runs), and n_train/n_val/n_test."""
-    from data import stack_num                     # ORCA's rule, shared with the 1D embedder
+    from embedders import compute_stack_num as stack_num      # ORCA's rule, the 1D embedder's own
     s, info = td.spec, td.info.get("custom")
     C, grid = s.input_shape[0], s.input_shape[1:]
     if info is not None:

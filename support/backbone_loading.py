@@ -34,7 +34,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from backbones import _META_FILE, BACKBONES, BackboneError, BackboneSpec
+META_FILE = "mona_backbone.json"  # written by backbones.save_backbone next to the library's own files
+
+
+class BackboneError(RuntimeError):
+    """A backbone cannot be built or loaded; the message is one line naming what was expected and how to fix it."""
 
 __all__ = ["load_library_model"]
 
@@ -201,18 +205,19 @@ def _load_hf_folder(folder: Path, dropout, pretrained: bool = True) -> nn.Module
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def load_library_model(name_or_path: str, *, tiny: bool, pretrained: bool, weights: str | None,
+def load_library_model(name_or_path: str, registry: dict, *, tiny: bool, pretrained: bool, weights: str | None,
                        drop_path_rate: float | None, dropout: float | None) -> tuple[nn.Module, str, str, str | None,
                                                                                       bool]:
-    """The unwrapped timm / transformers model for backbones.build_backbone (same arguments; see its docstring).
+    """The unwrapped timm / transformers model for backbones.build_backbone (same arguments; see its docstring);
+    `registry` is backbones.BACKBONES (name -> BackboneSpec).
 
     Returns (library_model, library "timm" | "transformers", name, hub_id, tiny). Raises BackboneError (one line).
     """
     # timm's `drop_rate` is only the classifier-head dropout; HF's hidden dropout is timm's proj_drop_rate
     timm_kw = {k: v for k, v in dict(drop_path_rate=drop_path_rate, proj_drop_rate=dropout,
                                      attn_drop_rate=dropout).items() if v is not None}
-    if name_or_path in BACKBONES:
-        spec = BACKBONES[name_or_path]
+    if name_or_path in registry:
+        spec = registry[name_or_path]
         if spec.library == "timm":
             return _build_timm(spec, tiny, pretrained, weights, timm_kw), "timm", spec.name, spec.hub_id, tiny
         if drop_path_rate:
@@ -221,16 +226,16 @@ def load_library_model(name_or_path: str, *, tiny: bool, pretrained: bool, weigh
         return lib, "transformers", spec.name, spec.hub_id, tiny
     path = Path(name_or_path)
     if not path.exists():
-        raise BackboneError(f"unknown backbone '{name_or_path}': expected one of {sorted(BACKBONES)} or an existing "
+        raise BackboneError(f"unknown backbone '{name_or_path}': expected one of {sorted(registry)} or an existing "
                             f"local folder with config.json (from save_backbone / save_pretrained)")
     if weights is not None:
-        raise BackboneError(f"weights= is only for BACKBONES names ({sorted(BACKBONES)}); '{name_or_path}' is a "
+        raise BackboneError(f"weights= is only for BACKBONES names ({sorted(registry)}); '{name_or_path}' is a "
                             f"path, pass the weights folder itself as name_or_path")
     if not (path.is_dir() and (path / "config.json").is_file()):
         raise BackboneError(f"'{path}' is not a folder with config.json: pass a folder from save_backbone or "
                             f"save_pretrained, or a BACKBONES name with weights='{path}'")
     try:
-        meta = json.loads((path / _META_FILE).read_text()) if (path / _META_FILE).is_file() else {}
+        meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).is_file() else {}
         cfg = json.loads((path / "config.json").read_text())
     except (OSError, ValueError) as e:
         raise BackboneError(f"cannot read the json files in '{path}': {_one_line(e)}") from None

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import shlex
 import sys
 
 import numpy as np
@@ -69,6 +68,10 @@ def setup_machine(cfg: dict) -> dict:
         torch.cuda.set_device(device)
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+    if cfg["precision"] == "bf16" and not use_cuda and rank == 0:
+        print("note: --precision bf16 on the CPU: bf16 autocast acts on the CPU too (matrix products in bfloat16, "
+              "results differ slightly from fp32); it is often slower than fp32 on CPUs without native bf16",
+              file=sys.stderr)
     return dict(device=device, rank=rank, world=world, main=rank == 0)
 
 
@@ -181,24 +184,3 @@ def check_finite(loss: torch.Tensor, where: str, out: str) -> None:
     if not torch.isfinite(loss).all():
         raise NonFiniteLoss(f"non-finite loss or gradient ({loss.item()}) at {where}; stopped, the last good checkpoint "
                             f"is kept in {out} (lower --lr or use --resume after fixing the cause)")
-
-
-# --------------------------------------------------------------------------------------------------
-# Ctrl-C: where the run stopped and the command that continues it
-# --------------------------------------------------------------------------------------------------
-def interrupted_line(progress: dict, argv: list) -> str:
-    """The one line a Ctrl-C prints: where the run stopped, what last.pt holds, the command that continues it."""
-    stage, rows = progress.get("stage"), progress.get("history", [])
-    if stage is None:
-        where = "before training started"
-    else:
-        done, total = sum(r["stage"] == stage for r in rows), progress["epochs"][stage]
-        where = f"in stage {stage}, epoch {done + 1} of {total}" if done < total else f"after stage {stage}'s last epoch"
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    launcher = ["torchrun", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', world)}"] if world > 1 else ["python"]
-    cmd = [*launcher, "train.py", *(a for a in argv if a != "--resume")]
-    if progress.get("saved") is None:
-        return f"interrupted {where}; nothing was saved, so rerun: {shlex.join(cmd)}"
-    s, e = progress["saved"]
-    return (f"interrupted {where} (last.pt holds stage {s} up to epoch {e}); continue with: "
-            f"{shlex.join([*cmd, '--resume'])}")

@@ -76,9 +76,9 @@ from functools import partial
 import numpy as np
 import torch
 
-from fileio import DataError, _bad, _cifar_rows, _has, _key, _load_npy, _load_pickle, _mat_fields, _npz_arrays, _path
+from readers.fileio import DataError, _bad, _cifar_rows, _has, _key, _load_npy, _load_pickle, _mat_fields, _npz_arrays, _path
 from losses import IGNORE_VALUE   # Cosmic: ignored pixels in y; the one definition lives with the loss
-from splits import (NORM_EPS, ArrayDataset, ConcatRows, GaussianDecoder, IndexedDataset, _carve, _nb360_tail, _need,
+from readers.splits import (NORM_EPS, ArrayDataset, ConcatRows, GaussianDecoder, IndexedDataset, _carve, _nb360_tail, _need,
                     _unit_gaussian)
 
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)    # ORCA's `load_cifar`
