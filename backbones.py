@@ -58,7 +58,7 @@ Regularisation as ORCA (its configs set `drop_out: 0`, which `src/embedder.py` c
 attention_probs_dropout_prob): hidden and attention dropout 0 by default (`dropout=0.0`; roberta-base's own config
 says 0.1), Swin-B's stochastic depth left at timm's (and Hugging Face's) default 0.1, which ORCA never turns off.
 
-Weights come from backbone_loading.py (hub or its cache, a local file or folder); pretrained=False gives the
+Weights come from support/backbone_loading.py (hub or its cache, a local file or folder); pretrained=False gives the
 library's own random init of the same architecture there, for folders and weights= too (Train-from-scratch).
 `tiny=True` builds the same classes small and randomly initialised (Swin: embed 32, depths (1, 1, 2, 1), 64 px,
 window 2; ViT/CLIP: width 64, depth 2, 64 px; RoBERTa: width 64, 2 layers, vocabulary 1000, 128 tokens).
@@ -478,7 +478,7 @@ def _wrap_hf(lib: nn.Module, name: str, hub_id: str | None, tiny: bool) -> Sourc
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Building (tensors from backbone_loading.py) and saving
+# Building (tensors from support/backbone_loading.py) and saving
 # ---------------------------------------------------------------------------------------------------------------
 
 

@@ -10,8 +10,8 @@ Paper map
 | App. A.1 stage 1: AdamW, lr 3e-5, wd 0.1, 10 epochs | `STAGE1`, copied into every `TaskSpec.stage1_*`   |
 | paper §4, App. A.6: source data CIFAR-10, CoNLL-2003 | `load_source_surrogate`                          |
 | App. A.2 1D embedder: N = L / stack_num tokens | `TaskSpec.target_seq_len`, `num_tokens()`             |
-| Alg. 1 outer loss needs same-class source pairs | `ClassBalancedBatchSampler` (in sources.py)          |
-| Table 5, your own modality                  | `load_task("custom", ...)`, `describe_task` (custom.py) |
+| Alg. 1 outer loss needs same-class source pairs | `ClassBalancedBatchSampler` (in readers/sources.py)          |
+| Table 5, your own modality                  | `load_task("custom", ...)`, `describe_task` (readers/custom.py) |
 (*) clip, momentum, warm-up / decay epochs and betas, which the paper does not list, come from ORCA's configs
 (github.com/sjunhongshen/ORCA, `src/configs/<task>.yaml`); the values the paper lists agree with them.
 
@@ -27,13 +27,13 @@ Modules of the data pipeline (each reads in one sitting; this one is where a rea
 | module      | holds                                                                                  |
 |-------------|----------------------------------------------------------------------------------------|
 | data.py     | `TaskSpec`, `TASKS`, `get_task`; `load_task`, `load_source_surrogate`; synthetic data            |
-| custom.py   | your own data (Table 5): what the arrays mean, the 1D patch length, `describe_task`      |
-| nb360.py    | NAS-Bench-360 readers: CIFAR-100, Spherical, NinaPro, Satellite, DeepSEA, Darcy, PSICOV, Cosmic, ECG |
-| fsd50k.py   | the FSD50K reader and its log-mel features                                             |
-| pdebench.py | the PDEBench HDF5 reader (lazy: two frames per sample)                                 |
-| sources.py  | source surrogates (CIFAR-10, CoNLL-2003, synthetic) and `ClassBalancedBatchSampler`    |
-| splits.py   | `IndexedDataset` / `ArrayDataset` views, validation splits, ORCA's UnitGaussianNormalizer |
-| fileio.py   | `DataError`; safe pickle / .npy / .npz / HDF5 / .mat readers; MD5-checked downloads    |
+| readers/custom.py   | your own data (Table 5): what the arrays mean, the 1D patch length, `describe_task`      |
+| readers/nb360.py    | NAS-Bench-360 readers: CIFAR-100, Spherical, NinaPro, Satellite, DeepSEA, Darcy, PSICOV, Cosmic, ECG |
+| readers/fsd50k.py   | the FSD50K reader and its log-mel features                                             |
+| readers/pdebench.py | the PDEBench HDF5 reader (lazy: two frames per sample)                                 |
+| readers/sources.py  | source surrogates (CIFAR-10, CoNLL-2003, synthetic) and `ClassBalancedBatchSampler`    |
+| readers/splits.py   | `IndexedDataset` / `ArrayDataset` views, validation splits, ORCA's UnitGaussianNormalizer |
+| readers/fileio.py   | `DataError`; safe pickle / .npy / .npz / HDF5 / .mat readers; MD5-checked downloads    |
 Each reader module's docstring lists the bugs of the earlier loaders (ORCA's) it fixes and the behaviours it
 keeps on purpose.
 
@@ -101,10 +101,10 @@ What the training loop must do with a few tasks (all data, no task names):
   its normalised output before the loss and the metric; targets are already in physical units;
 - Cosmic targets hold IGNORE_VALUE (−1) on ignored pixels; `loss_kwargs` passes ignore_value to losses.bce.
 
-Safety: pickles are only ever read from paths under the `data_dir` the user passed (fileio.py).
+Safety: pickles are only ever read from paths under the `data_dir` the user passed (readers/fileio.py).
 
 Custom data (`load_task("custom", data_dir, target_kind=None, patch_length=None)`): `train_x.npy, train_y.npy,
-test_x.npy, test_y.npy` (optional `val_x.npy, val_y.npy`); custom.py holds the rules (what y becomes, the
+test_x.npy, test_y.npy` (optional `val_x.npy, val_y.npy`); readers/custom.py holds the rules (what y becomes, the
 1D patch length) and `describe_task`, the start-up line. Defaults `CUSTOM_DEFAULTS`: AdamW, lr 1e-4, wd 1e-5,
 batch 32, 20 epochs, accum 1, clip 1, 1 warm-up epoch then linear decay to 0.
 """
@@ -120,6 +120,7 @@ from torch.utils.data import Dataset
 from readers.custom import CUSTOM_DEFAULTS, TARGET_KINDS, custom_task, describe_task, read_custom  # noqa: F401
 from readers.fileio import DataError, Download, _fetch
 from readers.fsd50k import _read_fsd50k
+from embedders import compute_stack_num
 from losses import IGNORE_VALUE   # Cosmic: ignored pixels in y; the one definition lives with the loss
 from readers.nb360 import (_read_cifar100, _read_cosmic, _read_darcyflow, _read_deepsea, _read_ecg, _read_ninapro,
                    _read_psicov, _read_satellite, _read_spherical)
@@ -132,7 +133,7 @@ from readers.splits import PROTOCOLS, ArrayDataset, ConcatRows, IndexedDataset, 
 # Constants
 # --------------------------------------------------------------------------------------------------
 STAGE1 = dict(optimizer="adamw", lr=3e-5, weight_decay=0.1, epochs=10,   # App. A.1 (paper §4.4 says 5 epochs)
-              alpha=1e-2)                 # α: not in the paper; 0.01 for the paper tasks (README)
+              alpha=1e-2)                 # α: not in the paper; 0.01 for the paper tasks (bench/README.md)
 BETAS = (0.9, 0.98)            # Adam/AdamW betas of every ORCA config (`src/configs/*.yaml`; the paper gives none)
 NB360_DRIVE = "https://drive.google.com/drive/folders/1OOp6UrCiP79mTIkCrUdjjHWDo8K0bJUw"
 S3 = "https://pde-xd.s3.amazonaws.com/"
@@ -182,7 +183,7 @@ class TaskSpec:
     stage1_weight_decay: float = STAGE1["weight_decay"]
     stage1_epochs: int = STAGE1["epochs"]
     stage1_steps: int | None = None     # MoNA / Emb stage-1 length in optimizer steps (custom data); None: epochs
-    alpha: float = STAGE1["alpha"]      # α of Eq. (3), not given in the paper (README: the α sweep)
+    alpha: float = STAGE1["alpha"]      # α of Eq. (3), not given in the paper (bench/README.md: the α sweep)
     orca_epochs: int = 60               # ORCA's own stage 1 (`embedder_epochs` of its configs; NinaPro 100)
     # files
     reader: str = ""                    # key of READERS
@@ -355,22 +356,17 @@ def get_task(name: str, data_dir: str | None = None) -> TaskSpec:
     return TASKS[key]
 
 
-def stack_num(seq_len: int, target_seq_len: int) -> int:
-    """ORCA's patch length: the smallest divisor i of L with L / i <= target_seq_len."""
-    return next(i for i in range(1, seq_len + 1) if seq_len % i == 0 and seq_len // i <= target_seq_len)
-
-
 def num_tokens(spec: TaskSpec) -> int | None:
     """Tokens the 1D body sees, N = L / stack_num (App. A.2; ORCA Embeddings1D.get_stack_num); None for 2D."""
     if spec.dim != "1d":
         return None
     L = int(spec.input_shape[-1])
-    return L // stack_num(L, spec.target_seq_len or 512)
+    return L // compute_stack_num(L, spec.target_seq_len or 512)   # ORCA's rule, the 1D embedder's own
 
 
 # --------------------------------------------------------------------------------------------------
 # Readers: spec.reader -> reader(spec, data_dir, val_fraction, seed, **spec.reader_kwargs)
-#   -> (train, val, test, extras); one per native layout, in nb360.py, fsd50k.py and pdebench.py
+#   -> (train, val, test, extras); one per native layout, in readers/nb360.py, readers/fsd50k.py and readers/pdebench.py
 # --------------------------------------------------------------------------------------------------
 READERS = {"cifar100": _read_cifar100, "spherical": _read_spherical, "ninapro": _read_ninapro,
            "fsd50k": _read_fsd50k, "darcyflow": _read_darcyflow, "psicov": _read_psicov, "cosmic": _read_cosmic,
@@ -436,7 +432,7 @@ def load_task(name: str, data_dir: str | None = None, *, protocol: str = "strict
     val_fraction: share of the training part held out (strict) when the benchmark has no published validation split.
     max_train_samples: a seeded random subset of the training split (val and test untouched).
     TaskData.test_orca: the test set with ORCA's test-time treatment where it differs from ours, else None.
-    target_kind, patch_length (--task custom only; custom.py): override the inferred kind of the targets
+    target_kind, patch_length (--task custom only; readers/custom.py): override the inferred kind of the targets
       ("classification", "multilabel", "regression", "dense") and the 1D patch length (values per token along L);
       TaskData.info["custom"] holds what was inferred, `describe_task(td)` says it in one line.
     An empty split raises a one-line DataError naming the file and the counts."""
@@ -490,7 +486,7 @@ def load_task(name: str, data_dir: str | None = None, *, protocol: str = "strict
 
 
 # --------------------------------------------------------------------------------------------------
-# Source surrogates (stage 1 outer loss): CIFAR-10 (2D bodies) and CoNLL-2003 (1D bodies); readers in sources.py
+# Source surrogates (stage 1 outer loss): CIFAR-10 (2D bodies) and CoNLL-2003 (1D bodies); readers in readers/sources.py
 # --------------------------------------------------------------------------------------------------
 def load_source_surrogate(source: str, data_dir: str | None = None, *, synthetic: bool = False, tokenizer=None,
                           max_samples: int = 5000, seed: int = 0, vocab_size: int = 1000,

@@ -8,10 +8,11 @@ Paper map
 ---------
 | paper                                            | here                                              |
 |--------------------------------------------------|---------------------------------------------------|
-| Alg. 1, Eq. (5)-(6), Eq. (7) / Eq. (9)           | `stage1` (kind "mona") -> meta.meta_grad_exact / _taylor |
+| Alg. 1, the loop over target batches            | `stage1` (kind "mona")                            |
+| Alg. 1, one iteration: Eq. (3), (5)-(6), (7) / (9) | `mona_step` -> meta.meta_grad_exact / _taylor  |
 | Eq. (2) L_inner and Eq. (4) L_outer as functions of (θ_f, φ) | `mona_losses`                         |
 | App. A.3, Eq. (9): ∇_θf L_outer at the fixed θ^S_f0 | `cached_outer_grad` (`--cache-outer-grad`)     |
-| §2.2, §3.1 "Emb": task loss, body frozen         | `stage1` (kind "emb")                             |
+| §2.2, §3.1 "Emb": task loss, body frozen         | `stage1` (kind "emb"), `emb_step`                 |
 | §3.2 "normalize these features onto a unit sphere" | `pooled_normalised`                             |
 | §2.2, App. A.6 source surrogate {x_i^s, y_i^s}    | `load_surrogate`, `source_batches`               |
 
@@ -40,11 +41,9 @@ classification head; image sources have no padding and pass no mask.
 
 Target batch: `--stage1-batch-size` target samples per step (default: the stage-2 batch size; train.py).
 
-Stage-1 rows of metrics.jsonl (MoNA; each the mean over the epoch's steps): inner_loss = L_inner(θ_f, φ);
-outer_loss = L_outer at the virtual θ_f* = θ_f − α ∇_θf L_inner; inner_grad_norm = ‖∇_φ L_inner‖; meta_norm =
-‖λ · d L_outer(θ_f*(φ)) / dφ‖, the meta term of Eq. (7) (Eq. 9 under --meta taylor); meta_ratio = meta_norm /
-inner_grad_norm (META_RATIO below), how much the alignment term weighs against the task-loss gradient of φ:
-near 0, MoNA's stage 1 reduces to Emb's (a larger α or λ makes it weigh more).
+Stage-1 rows of metrics.jsonl (MoNA): the mean over the epoch's steps of meta.py's stats: inner_loss =
+L_inner(θ_f, φ), outer_loss = L_outer(θ_f*), inner_grad_norm, meta_norm and meta_ratio (`META_RATIO` below says
+what it means; the run prints it at the start of stage 1).
 """
 from __future__ import annotations
 

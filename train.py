@@ -85,7 +85,7 @@ METHOD_FLAGS = dict(stage1_epochs=_S1, stage1_steps=_PHI_S1, stage1_batch_size=_
                     stage1_weight_decay=_S1, stage1_train_head=_PHI_S1, source_dir=("orca", "mona"),
                     **{k: ("mona",) for k in ("alpha", "lam", "inner_steps", "meta", "hvp", "cache_outer_grad",
                                               "outer_loss", "no_inner_loss")})
-# --demo: a tiny body pretrained for a few seconds on the synthetic source of its modality (demo.py), synthetic
+# --demo: a tiny body pretrained for a few seconds on the synthetic source of its modality (support/demo.py), synthetic
 # data and a short schedule. A tiny body needs larger steps than the paper's pretrained ones: stage-2 lr 1e-3 with
 # a 1-epoch warm-up, and stage-1 lr 1e-3 (at the registry's 3e-5, 8 steps barely move φ). Explicit flags win.
 DEMO = dict(epochs=4, stage1_epochs=1, batch_size=8, accum=1, max_train_samples=64, lr=1e-3, warmup_epochs=1,
@@ -293,10 +293,9 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--stage", default="all", choices=["1", "2", "all"], help="run stage 1, stage 2 or both")
     g.add_argument("--resume", action="store_true", help="continue from --out/last.pt")
     g.add_argument("--protocol", default="paper", choices=["paper", "strict"],
-                   help="paper: ORCA's stage-2 protocol as the paper ran it (App. A.1): train on train+val where ORCA "
-                        "merged them, no validation split, summed accumulation, test scored every epoch, headline = "
-                        "last epoch's test score under ORCA's metric; strict: a validation split selects the model "
-                        "(best.pt), averaged accumulation, headline under the corrected metric")
+                   help="paper: ORCA's protocol as the paper ran it (App. A.1), headline = the last epoch's test score; "
+                        "strict: the model selected on a validation split, corrected metrics (README, 'Two protocols'; "
+                        "stage2.py)")
     cli.add_shared_arguments(p)
     g = p.add_argument_group("your own data (--task custom)")
     g.add_argument("--target-kind", default=None, choices=["classification", "multilabel", "regression", "dense"],
@@ -326,7 +325,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--stage1-steps", type=cli.pos_int, default=None,
                    help="MoNA / Emb: stage-1 length in optimizer steps instead of epochs (the training set is "
                         "cycled, the last pass cut short); default: the paper tasks count epochs (--stage1-epochs), "
-                        f"--task custom runs {CUSTOM_DEFAULTS['stage1_steps']} steps (README: the stage-1 sweep)")
+                        f"--task custom runs {CUSTOM_DEFAULTS['stage1_steps']} steps (bench/README.md: the stage-1 sweep)")
     g.add_argument("--stage1-batch-size", type=cli.pos_int, default=None,
                    help="target samples per stage-1 batch (MoNA, Emb; ORCA: the granularity of its per-class draws). "
                         "The paper does not state it; default: the stage-2 --batch-size, as ORCA's stage 1 uses its "
@@ -344,11 +343,10 @@ def get_parser() -> argparse.ArgumentParser:
                         "DIR/conll2003/eng.train (1D bodies, tokenized with the body's tokenizer) (default: --data-dir)")
     g.add_argument("--alpha", type=cli.nonneg_float, default=None,
                    help=f"α, virtual SGD step of Eq. (3) (not given in the paper; default: the paper tasks 0.01, --task "
-                        f"custom {CUSTOM_DEFAULTS['alpha']} (README: the α sweep); "
-                        f"--demo: {DEMO_ALPHA['2d']} for 2D bodies, {DEMO_ALPHA['1d']} for 1D). "
-                        "Stage-1 rows log meta_ratio = ‖λ·meta term‖ / ‖∇_φ L_inner‖, the meta term being "
-                        "d L_outer(θ_f − α∇_θf L_inner)/dφ (Eq. 7, or Eq. 9 with --meta taylor): its share of φ's "
-                        "gradient; near 0, stage 1 acts as Emb's (raise --alpha or --lam)")
+                        f"custom {CUSTOM_DEFAULTS['alpha']} (bench/README.md: the α sweep); "
+                        f"--demo: {DEMO_ALPHA['2d']} for 2D bodies, {DEMO_ALPHA['1d']} for 1D); stage-1 rows log "
+                        "meta_ratio = ‖λ·meta term‖ / ‖∇_φ L_inner‖ (near 0, stage 1 acts as Emb's: raise --alpha or "
+                        "--lam)")
     g.add_argument("--lam", type=cli.nonneg_float, default=STAGE1_DEFAULTS["lam"], help="λ of Eq. (5); Fig. 6: [0.3, 0.5]")
     g.add_argument("--inner-steps", type=cli.pos_int, default=STAGE1_DEFAULTS["inner_steps"],
                    help="K virtual steps (Fig. 6c); the paper uses 1")
@@ -369,7 +367,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=cli.nonneg_int, default=0, help="DataLoader worker processes")
     g.add_argument("--demo", action="store_true",
                    help="--tiny + --synthetic-data + a short schedule, with a tiny body pretrained for a few seconds "
-                        "on the synthetic source (demo.py; cached) so that the methods differ (CPU, seconds)")
+                        "on the synthetic source (support/demo.py; cached) so that the methods differ (CPU, seconds)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
     return p
 

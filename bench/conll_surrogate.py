@@ -2,7 +2,7 @@
 enough that a linear probe on it measures what an encoder knows (groundwork for the CPU-scale benchmark).
 
 Paper map: §2.2 / Fig. 3 probe the source knowledge of an encoder on the source surrogate; §4 / App. A.6 use
-CoNLL-2003 as the 1D source data of the stage-1 outer loss (Alg. 1). sources.py (`_conll`, `conll_mentions`)
+CoNLL-2003 as the 1D source data of the stage-1 outer loss (Alg. 1). readers/sources.py (`_conll`, `conll_mentions`)
 reads conll2003/eng.train (split "train") and conll2003/eng.testb (split "test") and makes one sample per
 entity mention: input_ids = tokenizer(mention, sentence) as a pair, label = PER / ORG / LOC / MISC.
 CoNLL-2003 itself cannot be downloaded here; `write_surrogate` writes files of the same format:
@@ -572,7 +572,7 @@ def _baselines(tr, te):
     major = Counter(ytr.tolist()).most_common(1)[0][0]
     pred = [by[" ".join(m)].most_common(1)[0][0] if " ".join(m) in by else major for _, m, _ in te]
     maj_err = 100.0 * np.mean(np.asarray(pred) != yte)
-    # the pair as sources.py writes it: mention words tagged so the classifier can tell them from context words
+    # the pair as readers/sources.py writes it: mention words tagged so the classifier can tell them from context words
     def docs(m, s):
         return " ".join("M_" + w for w in m) + " " + " ".join(s)
 

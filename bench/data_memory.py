@@ -1,4 +1,4 @@
-"""Benchmark (not a test): memory of the lazy PDEBench reader (pdebench.py, via data.load_task) vs the file size.
+"""Benchmark (not a test): memory of the lazy PDEBench reader (readers/pdebench.py, via data.load_task) vs the file size.
 
 Writes a PDEBench-format HDF5 file (`tensor` (N, T, 1024) float32, the layout of 1D_Burgers_Sols_Nu1.0.hdf5)
 of about FILE_GB gigabytes in /tmp, in chunks, then in fresh processes:

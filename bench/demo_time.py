@@ -1,6 +1,6 @@
 """Wall time of the embedded default, `python train.py --task <task> --method <method> --demo`. Not a test.
 
-    python bench/demo_time.py                       # cifar100 / mona (the README's first command)
+    python bench/demo_time.py                       # cifar100 / mona (the README's demo command)
     python bench/demo_time.py ecg advection         # more tasks, every method each
 
 Each run is a fresh process (imports included, as a user sees it) writing to a temporary folder; the

@@ -379,7 +379,7 @@ def main(argv=None) -> int:
                     help="then Fig. 3: probe the surrogate under every finished run's encoder (probe.md, probe.png)")
     ap.add_argument("--compare", metavar="RUNS_JSON",
                     help="then compare the finished runs with a reference runs.json, run by run (e.g. "
-                         "bench/results/runs.json, the runs behind the README's table)")
+                         "bench/results/runs.json, the runs behind the table of bench/README.md)")
     a = ap.parse_args(argv)
     if a.table_only and not os.path.isdir(os.path.join(a.work, "runs")):
         print(f"error: --work {a.work}: no runs/ folder (run the benchmark into it first)", file=sys.stderr)

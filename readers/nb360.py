@@ -1,4 +1,4 @@
-"""NAS-Bench-360 readers (all tasks but FSD50K, which has fsd50k.py) for MoNA (Ma et al., ICML 2024,
+"""NAS-Bench-360 readers (all tasks but FSD50K, which has readers/fsd50k.py) for MoNA (Ma et al., ICML 2024,
 arXiv 2406.18864).
 
 Paper map

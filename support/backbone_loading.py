@@ -1,4 +1,4 @@
-"""backbone_loading.py — where the tensors of a source body θ^S_0 come from: the hub, a local file or folder, or the
+"""support/backbone_loading.py — where the tensors of a source body θ^S_0 come from: the hub, a local file or folder, or the
 library's own random initialisation of the same architecture.
 
 Paper: "Learning Modality Knowledge Alignment for Cross-Modality Transfer" (MoNA), ICML 2024, arXiv 2406.18864.

@@ -1,11 +1,11 @@
-"""demo.py: the tiny source body of `train.py --demo`, pretrained for a few seconds so that the methods differ.
+"""support/demo.py: the tiny source body of `train.py --demo`, pretrained for a few seconds so that the methods differ.
 
 Paper: Ma et al., "Learning Modality Knowledge Alignment for Cross-Modality Transfer", ICML 2024,
 arXiv 2406.18864. Every method of Table 2 but Train-from-scratch starts from pretrained source weights θ^S_0
 (§2.1); MoNA's stage 1 aligns the target embedder with the knowledge those weights hold (§3). A tiny body
 with random weights has no such knowledge: under --demo, Train-from-scratch and Finetuning were the same run,
 and MoNA's meta term had nothing to align with. This module gives the demo a tiny body that really was
-pretrained, on the synthetic stand-in of its source modality (sources.py: CIFAR-10-like class templates for 2D
+pretrained, on the synthetic stand-in of its source modality (readers/sources.py: CIFAR-10-like class templates for 2D
 bodies, CoNLL-2003-like vocabulary bands for 1D bodies), with a linear classification head on the body's
 readout, and caches it on disk so that only the first demo run pays for it.
 

@@ -1,4 +1,4 @@
-"""runtime.py: what a training run needs from the machine, kept out of the maths and out of train.py's story.
+"""support/runtime.py: what a training run needs from the machine, kept out of the maths and out of train.py's story.
 
 Paper: Ma et al., "Learning Modality Knowledge Alignment for Cross-Modality Transfer", ICML 2024,
 arXiv 2406.18864. No equation lives here; this module serves the training protocol of App. A.1 (Tables 9

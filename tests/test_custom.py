@@ -1,4 +1,4 @@
-"""Tests for custom.py (your own data, Table 5's "your own modality"): what is inferred from the arrays (kind,
+"""Tests for readers/custom.py (your own data, Table 5's "your own modality"): what is inferred from the arrays (kind,
 loss, metric, classes), the --target-kind override, the 1D patch length (a token must carry several values),
 the start-up line (data.describe_task), reading memory-mapped arrays without NumPy's "not writable" warning,
 and the one-line errors for files that do not fit."""
@@ -123,7 +123,7 @@ def _tokens(spec):
     """(patch length, tokens) as the 1D embedder computes them from the spec (ORCA's rule on target_seq_len)."""
     L = spec.input_shape[-1]
     p = compute_stack_num(L, spec.target_seq_len)
-    assert data.stack_num(L, spec.target_seq_len) == p and data.num_tokens(spec) == L // p
+    assert data.num_tokens(spec) == L // p               # data.py counts tokens with the embedder's rule
     return p, L // p
 
 
@@ -188,7 +188,7 @@ def test_target_kind_overrides_and_refusals(tmp_path):
 def test_inference_table_in_the_docstring_matches_the_code(tmp_path):
     rng = np.random.default_rng(2)
     x1, x2 = rng.standard_normal((20, 1, 12)), rng.standard_normal((20, 2, 6, 6))
-    cases = [   # (x, y, kind, loss, metric): one per row of custom.py's table
+    cases = [   # (x, y, kind, loss, metric): one per row of readers/custom.py's table
         (x1, np.arange(20) % 3, "classification", "cross_entropy", "error"),
         (x1, (np.arange(20) % 2).astype(bool), "classification", "cross_entropy", "error"),
         (x1, rng.standard_normal(20), "regression", "mse", "mse"),

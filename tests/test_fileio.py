@@ -1,4 +1,4 @@
-"""Tests for fileio.py: bad input (wrong keys and shapes, truncated and corrupted files) gives a one-line
+"""Tests for readers/fileio.py: bad input (wrong keys and shapes, truncated and corrupted files) gives a one-line
 DataError through every reader, and downloads from a local 127.0.0.1 server are MD5-checked, atomic and
 extracted safely."""
 import dataclasses

@@ -1,4 +1,4 @@
-"""Tests for fsd50k.py: FSD50K read through data.load_task from tiny CSV / JSON / WAV files in the layout of
+"""Tests for readers/fsd50k.py: FSD50K read through data.load_task from tiny CSV / JSON / WAV files in the layout of
 NAS-Bench-360's audio.zip, and the log-mel features against a pure tone."""
 import json
 import os

@@ -1,4 +1,4 @@
-"""Tests for nb360.py: every NAS-Bench-360 task (but FSD50K) read through data.load_task from tiny files
+"""Tests for readers/nb360.py: every NAS-Bench-360 task (but FSD50K) read through data.load_task from tiny files
 written here in its native format (keys, dtypes, layouts and transposes of the benchmark's files, as
 NAS-Bench-360's and ORCA's `src/data_loaders.py` read them), under both protocols: "strict" (NB360's splits) and
 "paper" (ORCA's training set = strict train ∪ val, augmented throughout; ORCA's test-time treatment in

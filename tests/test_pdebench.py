@@ -1,4 +1,4 @@
-"""Tests for pdebench.py: every PDEBench task read through data.load_task from tiny HDF5 files in the
+"""Tests for readers/pdebench.py: every PDEBench task read through data.load_task from tiny HDF5 files in the
 published layouts, the target frame on the published file lengths, ORCA's test frame (test_orca), both
 protocols ("paper" trains on strict train ∪ val), and lazy reads (only the frames used).
 Oracles: numpy slicing of the arrays we wrote, torch.std for the 1D-CFD normaliser."""

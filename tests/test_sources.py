@@ -1,4 +1,4 @@
-"""Tests for sources.py: the CIFAR-10 and CoNLL-2003 source surrogates read through data.load_source_surrogate
+"""Tests for readers/sources.py: the CIFAR-10 and CoNLL-2003 source surrogates read through data.load_source_surrogate
 from tiny native files (oracles: numpy slicing of the batches we wrote, the tokenizer itself for CoNLL ids),
 their synthetic stand-ins, and the class-balanced batch sampler."""
 import os

@@ -1,5 +1,5 @@
-"""Stage-1 length in optimizer steps (--stage1-steps) and the `--task custom` stage-1 defaults (README, "MoNA on
-real weights (CPU)"): the paper tasks keep App. A.1's epochs, lr and α = 0.01; your own data counts stage 1 in
+"""Stage-1 length in optimizer steps (--stage1-steps) and the `--task custom` stage-1 defaults (bench/README.md,
+"The sweeps behind the `--task custom` defaults"): the paper tasks keep App. A.1's epochs, lr and α = 0.01; your own data counts stage 1 in
 optimizer steps, so a 50-sample task gets the stated number of steps of φ, not App. A.1's 10 epochs (20 steps at
 batch 32)."""
 import json
