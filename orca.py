@@ -46,7 +46,9 @@ ORCA's protocol (src/embedder.py, src/task_configs.py, src/configs/*.yaml) and w
   to a cluster in one pass (DEVIATION, `orca_target_labels`), so the per-class index lists cover the whole set.
 - OTDD call (`otdd` in src/embedder.py): exact inner OT (label-to-label distances are debiased entropic OT
   between class clouds), debiased outer loss, p = 2, entreg = 0.1, target labels all zero, i.e. each call
-  compares the labelled source set with ONE target class treated as a single label. ORCA recomputes the
+  compares the labelled source set with ONE target class treated as a single label. The label distances are
+  stored as numbers (`.item()` in otdd's `pwdist_exact`), so the label term is a constant for the gradient
+  (`OTDDLoss` detaches it too). ORCA recomputes the
   source label-to-label distances on every call; `OTDDLoss` computes them once (same values).
 - Loop (`class_pools`): per epoch, visit the classes in random order; from each draw afresh, as ORCA's
   reshuffled per-class loaders (`load_by_class`), whole batches of the stage-1 batch size (train.py
@@ -142,6 +144,11 @@ class OTDDLoss:
 
     d((x, y), (x', y'))² = ½‖x − x'‖² + S_ε(α_y, α'_y')   (label distance: debiased OT between class clouds)
     OTDD = S_ε over the joint (feature, label) samples with that cost.
+    The label distances are numbers, not functions of x_t, as in ORCA's otdd package (`pwdist_exact` in
+    src/otdd/otdd/pytorch/wasserstein.py stores each one with `.item()`): the gradient flows through the feature
+    cost only. With one target label (ORCA's call) W(y, y') is then a constant per source row, which moves
+    neither the transport plan nor the gradient: d OTDD / d x_t is the gradient of the plain Sinkhorn divergence
+    between source and target features. (The logged value keeps the label term.)
     Source-side quantities (class-to-class distances, the source self-term) do not depend on the target
     embedder, so they are computed once here (ORCA's call passes load_prev_dyy1=None, so OTDD recomputes them
     on every call).
@@ -165,13 +172,15 @@ class OTDDLoss:
         t_classes = torch.unique(y_t)
         t_code = torch.searchsorted(t_classes, y_t)
         t_clouds = [x_t[y_t == c] for c in t_classes]
-        # label distances source class i ↔ target class j: S_ε(α_i, α'_j)   (k_s, k_t), differentiable in x_t
-        W_st = torch.stack([torch.stack([sinkhorn_divergence(a, b, self.eps, self.iters) for b in t_clouds])
-                            for a in self.clouds])
-        # target class ↔ target class distances   (k_t, k_t)
-        W_tt = torch.stack([torch.stack([sinkhorn_divergence(a, b, self.eps, self.iters) if i != j
-                                         else a.new_zeros(()) for j, b in enumerate(t_clouds)])
-                            for i, a in enumerate(t_clouds)])
+        # label distances source class i ↔ target class j: S_ε(α_i, α'_j)   (k_s, k_t), numbers as in ORCA's
+        # otdd (`.item()`): constants for the gradient
+        with torch.no_grad():
+            W_st = torch.stack([torch.stack([sinkhorn_divergence(a, b, self.eps, self.iters) for b in t_clouds])
+                                for a in self.clouds])
+            # target class ↔ target class distances   (k_t, k_t)
+            W_tt = torch.stack([torch.stack([sinkhorn_divergence(a, b, self.eps, self.iters) if i != j
+                                             else a.new_zeros(()) for j, b in enumerate(t_clouds)])
+                                for i, a in enumerate(t_clouds)])
         # joint costs: ½‖x − x'‖² + W(y, y')
         C_st = _sq_dist(self.x_s, x_t) + W_st[self.code][:, t_code]
         C_tt = _sq_dist(x_t, x_t) + W_tt[t_code][:, t_code]

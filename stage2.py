@@ -50,6 +50,7 @@ import sys
 import time
 import warnings
 
+import numpy as np
 import torch
 
 import losses
@@ -125,15 +126,17 @@ def predict(model, dataset, spec, objective, cfg: dict, device):
     return torch.cat(preds).numpy(), torch.cat(targets).numpy(), total / max(len(dataset), 1)
 
 
-def metric_definitions(spec) -> dict:
-    """{"corrected": ours, "paper": ORCA's}: METRICS key, its kwargs, per-group pooling and chunk (0 = whole
-    set); the paper's is scored on td.test_orca (ORCA's test-time treatment) where the task has one."""
+def metric_definitions(spec, seed: int = 0) -> dict:
+    """{"corrected": ours, "paper": ORCA's}: METRICS key, its kwargs, per-group pooling, chunk (0 = whole set) and
+    the order the outputs are scored in (None: the split's; a seed: ORCA's shuffled test sets, one permutation
+    seeded by the run's `seed`); the paper's is scored on td.test_orca (ORCA's test-time treatment) where the task
+    has one."""
     paper_kw = dict(spec.paper_metric_kwargs) if spec.paper_metric else {**spec.metric_kwargs,
                                                                           **spec.paper_metric_kwargs}
     return {"corrected": dict(metric=spec.metric, kwargs=dict(spec.metric_kwargs), group=spec.group_reduce,
-                              chunk=0),
+                              chunk=0, order_seed=None),
             "paper": dict(metric=spec.paper_metric or spec.metric, kwargs=paper_kw, group=spec.paper_group_reduce,
-                          chunk=int(spec.eval_chunk))}
+                          chunk=int(spec.eval_chunk), order_seed=seed if spec.orca_test_shuffled else None)}
 
 
 def definitions_differ(spec, td) -> bool:
@@ -149,9 +152,13 @@ def definitions_differ(spec, td) -> bool:
 def score(pred, target, groups, d: dict, batch_size: int) -> float:
     """One metric definition `d` on a split's outputs (lower is better): pooled per group first when
     d["group"] (clip = mean of its chunks' logits, record = majority vote), then the metric over the whole set
-    or, for chunk > 0, ORCA's mean over chunks of ≥ chunk outputs (metrics.chunk_average)."""
+    or, for chunk > 0, ORCA's mean over chunks of ≥ chunk outputs (metrics.chunk_average), in the order of
+    a seeded permutation where d["order_seed"] is set (ORCA's shuffled test sets: ECG, DeepSEA)."""
     if d["group"] and groups is not None:
         pred, target = metrics.aggregate_groups(pred, target, groups, d["group"])
+    if d.get("order_seed") is not None:
+        perm = np.random.default_rng(d["order_seed"]).permutation(len(pred))
+        pred, target = pred[perm], target[perm]
     fn = metrics.METRICS[d["metric"]]
     if d["chunk"] > 0:
         return float(metrics.chunk_average(fn, pred, target, chunk=d["chunk"], batch_size=batch_size, **d["kwargs"]))
@@ -161,7 +168,7 @@ def score(pred, target, groups, d: dict, batch_size: int) -> float:
 def evaluate(model, dataset, spec, objective, cfg: dict, device, variant: str = "corrected") -> tuple[float, float]:
     """(score, mean loss per sample) of one split under one metric definition (default: ours, whole split)."""
     pred, target, loss = predict(model, dataset, spec, objective, cfg, device)
-    d = metric_definitions(spec)["paper"] if variant == "paper" else dict(
+    d = metric_definitions(spec, cfg["seed"])["paper"] if variant == "paper" else dict(
         metric=spec.metric, kwargs=dict(spec.metric_kwargs), group=spec.group_reduce, chunk=0)   # no paper fields
     return score(pred, target, getattr(dataset, "groups", None), d, cfg["batch_size"]), loss
 
@@ -169,7 +176,7 @@ def evaluate(model, dataset, spec, objective, cfg: dict, device, variant: str = 
 def test_scores(model, td, spec, objective, cfg: dict, device) -> dict:
     """The test score of `model` under each definition: {"paper": v} where both coincide, else also
     {"corrected": v}; the paper's on td.test_orca when the task has one, else on td.test."""
-    defs = metric_definitions(spec)
+    defs = metric_definitions(spec, cfg["seed"])
     pred, target, _ = predict(model, td.test, spec, objective, cfg, device)
     groups = getattr(td.test, "groups", None)
     if not definitions_differ(spec, td):
@@ -213,6 +220,8 @@ def final_result(cfg: dict, model, td, spec, best: dict, device) -> dict:
     if "corrected" in last:
         res["variants"] = {v: {"metric": defs[v]["metric"], "test": chosen[v], "test_last": last[v]}
                            for v in ("paper", "corrected")}
+    if spec.orca_test_shuffled:                        # the paper metric's chunks follow this permutation
+        res["paper_test_order_seed"] = cfg["seed"]
     return res
 
 

@@ -182,11 +182,11 @@ def _claim(out: str) -> bool:
     return True
 
 
-def collect(work: str, key: str = "test") -> dict:
-    """{(task, method): [test score per seed]} from the finished runs; key "test": the validation-selected epoch's
-    (--protocol strict), "test_last": the last epoch's."""
+def collect(runs: dict, key: str = "test") -> dict:
+    """{(task, method): [test score per seed]} from run records (`per_run`); key "test": the validation-selected
+    epoch's (--protocol strict), "test_last": the last epoch's."""
     scores: dict = {}
-    for name, r in per_run(work).items():
+    for name, r in runs.items():
         task, method, _ = name.rsplit("-", 2)
         scores.setdefault((task, method), []).append(float(r[key]))
     return scores
@@ -377,6 +377,9 @@ def main(argv=None) -> int:
     ap.add_argument("--table-only", action="store_true", help="only write runs.json, results.md / results.png")
     ap.add_argument("--probe", action="store_true",
                     help="then Fig. 3: probe the surrogate under every finished run's encoder (probe.md, probe.png)")
+    ap.add_argument("--records", metavar="RUNS_JSON",
+                    help="records of runs this work folder does not hold (e.g. bench/results/runs.json, when some runs "
+                         "were rerun here): the tables and runs.json take them, the folder's own runs replace theirs")
     ap.add_argument("--compare", metavar="RUNS_JSON",
                     help="then compare the finished runs with a reference runs.json, run by run (e.g. "
                          "bench/results/runs.json, the runs behind the table of bench/README.md)")
@@ -396,11 +399,14 @@ def main(argv=None) -> int:
         run_all(prepare(a.wheels, _mkdir(a.work)), a.work, methods=tuple(a.methods), tasks=tuple(a.tasks),
                 seeds=tuple(a.seeds),
                 threads=a.threads, shard=tuple(int(v) for v in a.shard.split("/")))
-    scores = collect(a.work)
-    last = table(collect(a.work, "test_last"), which="the last epoch (no selection)")
+    runs = per_run(a.work)
+    if a.records:                        # recorded runs this work folder does not hold (its own runs replace theirs)
+        with open(a.records, encoding="utf-8") as f:
+            runs = {**json.load(f), **runs}
+    scores = collect(runs)
+    last = table(collect(runs, "test_last"), which="the last epoch (no selection)")
     with open(os.path.join(a.work, "results.md"), "w", encoding="utf-8") as f:
         f.write(table(scores) + "\n" + last)
-    runs = per_run(a.work)
     with open(os.path.join(a.work, "runs.json"), "w", encoding="utf-8") as f:
         json.dump(runs, f, indent=1)
     if scores:

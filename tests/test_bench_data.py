@@ -351,7 +351,7 @@ def test_runs_json_and_compare_against_a_reference(tmp_path, capsys):
     runs = rw.per_run(str(tmp_path))
     assert list(runs) == ["osuleaf-mona-s0", "osuleaf-mona-s2", "tecator-finetune++-s1"]
     assert runs["osuleaf-mona-s2"] == {"test": 40.0, "test_last": 41.0, "best_epoch": 3, "seconds": 9.5}
-    assert rw.collect(str(tmp_path)) == {("osuleaf", "mona"): [50.0, 40.0], ("tecator", "finetune++"): [1.04]}
+    assert rw.collect(runs) == {("osuleaf", "mona"): [50.0, 40.0], ("tecator", "finetune++"): [1.04]}
     reference = {"osuleaf-mona-s0": {"test": 50.0, "test_last": 49.0}, "osuleaf-mona-s2": {"test": 40.0,
                  "test_last": 41.25}, "osuleaf-emb-s0": {"test": 1.0, "test_last": 1.0}}
     text = rw.compare(runs, reference)
@@ -365,6 +365,14 @@ def test_runs_json_and_compare_against_a_reference(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
     assert rw.main(["--work", str(tmp_path / "nowhere"), "--table-only"]) == 2      # nothing run there yet
     assert "no runs/ folder" in capsys.readouterr().err
+    # --records: recorded runs the folder does not hold join the tables; the folder's own runs replace theirs
+    recorded = {"osuleaf-mona-s0": {"test": 99.0, "test_last": 99.0, "best_epoch": 1, "seconds": 1.0},
+                "osuleaf-emb-s1": {"test": 30.0, "test_last": 31.0, "best_epoch": 2, "seconds": 1.0}}
+    (tmp_path / "recorded.json").write_text(json.dumps(recorded))
+    assert rw.main(["--work", str(tmp_path), "--table-only", "--records", str(tmp_path / "recorded.json")]) == 0
+    merged = json.loads((tmp_path / "runs.json").read_text())
+    assert merged == {**runs, "osuleaf-emb-s1": recorded["osuleaf-emb-s1"]}
+    assert "| emb | 30.00 (n=1) |" in (tmp_path / "results.md").read_text()
 
 
 def test_runners_started_together_prepare_the_work_folder_one_at_a_time(tmp_path, monkeypatch):

@@ -61,3 +61,20 @@ def test_otdd_small_target_sets(n_t):
     y_s = torch.arange(3).repeat(10)
     v = orca.OTDDLoss(x_s, y_s)(torch.randn(n_t, 3, dtype=torch.float64))
     assert torch.isfinite(v)
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_otdd_gradient_is_the_sinkhorn_divergence_gradient_with_one_target_label(seed):
+    """ORCA's otdd stores every label-to-label distance as a number (`.item()`), and ORCA compares the labelled
+    source set with ONE target class at a time. The label term then adds a constant to each source row of the
+    cost, which moves neither the plan nor the gradient: d OTDD / d x_t is the gradient of the plain Sinkhorn
+    divergence between the features (same cost ½‖x − x'‖², same ε), here to 1e-5 relative in float64 once
+    both have converged (1,000 iterations: the ε-schedule starts at max C, which the row constants change)."""
+    g = torch.Generator().manual_seed(seed)
+    x_s = torch.cat([torch.randn(15, 4, generator=g, dtype=torch.float64) + 2 * k for k in range(3)])
+    y_s = torch.arange(3).repeat_interleave(15)
+    x_t = (torch.randn(12, 4, generator=g, dtype=torch.float64) + 1).requires_grad_()
+    otdd = orca.OTDDLoss(x_s, y_s, eps=0.1, iters=1000)
+    g_otdd, = torch.autograd.grad(otdd(x_t), x_t)
+    g_plain, = torch.autograd.grad(orca.sinkhorn_divergence(x_s, x_t, 0.1, 1000), x_t)
+    assert torch.linalg.vector_norm(g_otdd - g_plain) <= 1e-5 * torch.linalg.vector_norm(g_plain)

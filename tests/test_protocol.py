@@ -19,6 +19,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
 import losses  # noqa: E402
+import metrics  # noqa: E402
 import orca  # noqa: E402
 import stage2  # noqa: E402
 import train  # noqa: E402
@@ -93,6 +94,45 @@ def test_strict_result_keys_and_variants(tmp_path):
     assert all(math.isfinite(v[k]["test"]) and math.isfinite(v[k]["test_last"]) for k in v)
 
 
+@pytest.mark.parametrize("task", ["ecg", "deepsea"])
+def test_paper_scores_orcas_shuffled_test_sets_in_one_seeded_order(task):
+    """ORCA shuffles ECG's test windows (`load_ecg`) and DeepSEA's test loader, then averages its metric over
+    chunks: the paper definition scores one permutation seeded by the run's seed, chunk by chunk, while the
+    corrected definition (the whole set) does not depend on the order."""
+    spec = data.get_task(task)
+    rng = np.random.default_rng(0)
+    n, chunk, bs = 600, 100, 20
+    if spec.multilabel:
+        target = (rng.random((n, spec.num_classes)) < 0.3).astype(np.float32)
+        pred = (target + rng.normal(0, 1.0 + np.linspace(0, 3, n))[:, None]).astype(np.float32)
+    else:
+        target = rng.integers(0, spec.num_classes, n)
+        pred = rng.normal(size=(n, spec.num_classes)).astype(np.float32)
+        pred[np.arange(n // 2), target[: n // 2]] += 3.0            # the first half easy: order matters for chunks
+    defs = stage2.metric_definitions(spec, seed=7)
+    paper = dict(defs["paper"], chunk=chunk)
+    assert paper["order_seed"] == 7 and defs["corrected"]["order_seed"] is None
+    fn = metrics.METRICS[paper["metric"]]
+    perm = np.random.default_rng(7).permutation(n)
+    shuffled = metrics.chunk_average(fn, pred[perm], target[perm], chunk=chunk, batch_size=bs, **paper["kwargs"])
+    in_order = metrics.chunk_average(fn, pred, target, chunk=chunk, batch_size=bs, **paper["kwargs"])
+    assert stage2.score(pred, target, None, paper, bs) == pytest.approx(shuffled, abs=1e-12)
+    assert abs(shuffled - in_order) > 1e-3                          # the order really changes the paper score
+    other = stage2.score(pred, target, None, dict(paper, order_seed=8), bs)
+    assert other != pytest.approx(shuffled, abs=1e-9)               # another seed, another permutation
+    rev = np.arange(n)[::-1]
+    assert stage2.score(pred[rev], target[rev], None, defs["corrected"], bs) == pytest.approx(
+        stage2.score(pred, target, None, defs["corrected"], bs), abs=1e-12)
+
+
+def test_the_test_order_seed_is_in_result_json(tmp_path):
+    rc, out = run_main(tmp_path, "--task", "ecg", "--method", "finetune", "--seed", "3")
+    r = json.load(open(os.path.join(out, "result.json")))
+    assert rc == 0 and r["paper_test_order_seed"] == 3
+    rc, out = run_main(tmp_path, "--task", "satellite", "--method", "finetune", name="sat")
+    assert rc == 0 and "paper_test_order_seed" not in json.load(open(os.path.join(out, "result.json")))
+
+
 def test_variants_absent_where_the_definitions_coincide(tmp_path):
     """CIFAR-100's synthetic test set (16 < one chunk of 1,000, same metric): one definition, labelled paper."""
     rc, out = run_main(tmp_path, "--task", "cifar100", "--method", "finetune", "--protocol", "strict")
@@ -133,7 +173,8 @@ def _toy(n, seed=0):
     ds = torch.utils.data.TensorDataset(x, y)
     td = types.SimpleNamespace(train=ds, val=ds, test=ds, test_orca=None, output_decoder=None)
     spec = types.SimpleNamespace(loss="mse", loss_kwargs={}, metric="mse", metric_kwargs={}, group_reduce=None,
-                                 paper_metric=None, paper_metric_kwargs={}, paper_group_reduce=None, eval_chunk=0)
+                                 paper_metric=None, paper_metric_kwargs={}, paper_group_reduce=None, eval_chunk=0,
+                                 orca_test_shuffled=False)
     torch.manual_seed(0)
     return x, y, td, spec, torch.nn.Linear(4, 2)
 
