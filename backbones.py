@@ -65,6 +65,7 @@ window 2; ViT/CLIP: width 64, depth 2, 64 px; RoBERTa: width 64, 2 layers, vocab
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -483,7 +484,8 @@ def _wrap_hf(lib: nn.Module, name: str, hub_id: str | None, tiny: bool) -> Sourc
 
 
 def build_backbone(name_or_path: str, *, tiny: bool = False, pretrained: bool = True, weights: str | None = None,
-                   drop_path_rate: float | None = None, dropout: float | None = 0.0) -> SourceModel:
+                   drop_path_rate: float | None = None, dropout: float | None = 0.0,
+                   tiny_kwargs: dict | None = None) -> SourceModel:
     """Build θ^S_0 as a SourceModel (the tensors come from backbone_loading.load_library_model).
 
     name_or_path: a key of BACKBONES, or a local folder (a save_backbone folder, a timm hub-style folder with
@@ -497,10 +499,15 @@ def build_backbone(name_or_path: str, *, tiny: bool = False, pretrained: bool = 
     dropout: hidden and attention dropout of the body (HF hidden_dropout_prob / attention_probs_dropout_prob; timm
         proj_drop_rate / attn_drop_rate). Default 0.0, ORCA's `drop_out` in every config (configs/*.yaml);
         None keeps the library / checkpoint default (roberta-base: 0.1).
+    tiny_kwargs: with tiny, build kwargs that replace the spec's tiny ones (support/demo.py: a 32-px tiny Swin).
     Raises BackboneError (one line) for unknown names, missing files and unreachable weights.
     """
+    registry = BACKBONES
+    if tiny and tiny_kwargs and name_or_path in BACKBONES:
+        spec = BACKBONES[name_or_path]
+        registry = {**BACKBONES, spec.name: dataclasses.replace(spec, tiny={**spec.tiny, **tiny_kwargs})}
     lib, library, name, hub_id, is_tiny = load_library_model(
-        name_or_path, BACKBONES, tiny=tiny, pretrained=pretrained, weights=weights, drop_path_rate=drop_path_rate,
+        name_or_path, registry, tiny=tiny, pretrained=pretrained, weights=weights, drop_path_rate=drop_path_rate,
         dropout=dropout)
     return (_wrap_timm if library == "timm" else _wrap_hf)(lib, name, hub_id, is_tiny)
 

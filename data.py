@@ -125,7 +125,9 @@ from losses import IGNORE_VALUE   # Cosmic: ignored pixels in y; the one definit
 from readers.nb360 import (_read_cifar100, _read_cosmic, _read_darcyflow, _read_deepsea, _read_ecg, _read_ninapro,
                    _read_psicov, _read_satellite, _read_spherical)
 from readers.pdebench import _read_pdebench
-from readers.sources import CONLL_SEQ_LEN, SOURCE_DIR, SOURCE_LAYOUT, SOURCE_SPLITS, _cifar10, _conll, _synthetic_source
+from readers.primitives import PrimitiveTask, source_images, source_tokens
+from readers.sources import (CONLL_SEQ_LEN, SOURCE_DIR, SOURCE_LAYOUT, SOURCE_SPLITS, SYNTHETIC_PAD_ID, SourceDataset,
+                             _cifar10, _conll, _synthetic_source)
 from readers.sources import ClassBalancedBatchSampler  # noqa: F401  (data.ClassBalancedBatchSampler, as train.py uses it)
 from readers.splits import PROTOCOLS, ArrayDataset, ConcatRows, IndexedDataset, _carve, _check_protocol, _need  # noqa: F401
 
@@ -428,7 +430,7 @@ class SyntheticDataset(IndexedDataset):
 def load_task(name: str, data_dir: str | None = None, *, protocol: str = "strict", synthetic: bool = False,
               max_train_samples: int | None = None, seed: int = 0, download: bool = False, val_fraction: float = 0.1,
               synthetic_sizes: tuple = (64, 16, 16), target_kind: str | None = None,
-              patch_length: int | None = None) -> TaskData:
+              patch_length: int | None = None, demo: bool = False) -> TaskData:
     """Train / val / test datasets of a task, yielding (x float32 of spec.input_shape, y) pairs.
 
     protocol: "paper" (what ORCA trained on, val None) or "strict" (a validation split); see "Protocols" above.
@@ -441,6 +443,9 @@ def load_task(name: str, data_dir: str | None = None, *, protocol: str = "strict
     target_kind, patch_length (--task custom only; readers/custom.py): override the inferred kind of the targets
       ("classification", "multilabel", "regression", "dense") and the 1D patch length (values per token along L);
       TaskData.info["custom"] holds what was inferred, `describe_task(td)` says it in one line.
+    demo=True (train.py --demo, with synthetic=True): a single-label point task is built from the primitives its
+      source shares (readers/primitives.py: `PrimitiveTask`, at most 10 classes, 1D tokens of the embedder's
+      patch), so a pretrained body can help; other tasks keep the plain synthetic data.
     An empty split raises a one-line DataError naming the file and the counts."""
     _check_protocol(protocol)
     if not 0.0 < val_fraction < 1.0:
@@ -456,10 +461,14 @@ def load_task(name: str, data_dir: str | None = None, *, protocol: str = "strict
             raise DataError("task 'custom' has no synthetic data: it is defined by your files (drop synthetic=True / "
                             "--synthetic-data)")
         n_tr, n_va, n_te = (int(n) for n in synthetic_sizes)
-        train, test = SyntheticDataset(spec, n_tr, seed, 0), SyntheticDataset(spec, n_te, seed, 2)
-        val = SyntheticDataset(spec, n_va, seed, 1) if protocol == "strict" else None
+        make = SyntheticDataset
+        if demo and spec.output == "point" and not spec.multilabel:      # shared primitives (readers/primitives.py)
+            patch = compute_stack_num(spec.input_shape[-1], spec.target_seq_len or 512) if spec.dim == "1d" else None
+            make = lambda spec, n, seed, split: PrimitiveTask(spec, n, seed, split, patch)   # noqa: E731
+        train, test = make(spec, n_tr, seed, 0), make(spec, n_te, seed, 2)
+        val = make(spec, n_va, seed, 1) if protocol == "strict" else None
         extras = {"val_from": "synthetic" if val is not None else None,
-                  "test_orca": SyntheticDataset(spec, n_te, seed, 3) if spec.orca_test else None}
+                  "test_orca": make(spec, n_te, seed, 3) if spec.orca_test else None}
         where = f"synthetic_sizes {tuple(synthetic_sizes)}"
     else:
         if data_dir is None and spec is None:
@@ -497,7 +506,7 @@ def load_task(name: str, data_dir: str | None = None, *, protocol: str = "strict
 def load_source_surrogate(source: str, data_dir: str | None = None, *, synthetic: bool = False, tokenizer=None,
                           max_samples: int = 5000, seed: int = 0, vocab_size: int = 1000,
                           seq_len: int = CONLL_SEQ_LEN, download: bool = False, n_synthetic: int = 200,
-                          split: str = "train") -> Dataset:
+                          split: str = "train", demo: bool = False) -> Dataset:
     """Labelled source data (x^s, y^s): the stage-1 outer loss uses split="train" (ORCA: 5,000 samples);
     probe.py trains its linear probe on "train" and reports the error on "test".
     cifar10: x (3, 32, 32) float32 normalised with ORCA's CIFAR-10 mean/std; y 0..9. "train": data_batch_1..5
@@ -505,11 +514,20 @@ def load_source_surrogate(source: str, data_dir: str | None = None, *, synthetic
     conll2003: x input_ids (seq_len,) int64 (see `_conll`); y 0..3 = PER, ORG, LOC, MISC. "train": eng.train
       (or train.txt); "test": eng.testb (or test.txt).
     synthetic: n_synthetic samples, balanced classes; CoNLL ids in [3, vocab_size) between <s>=0 and </s>=2;
-      "test" is another seeded draw from the same class-conditional distribution as "train"."""
+      "test" is another seeded draw from the same class-conditional distribution as "train".
+    demo=True (with synthetic): the source built from the primitives the demo's target shares (readers/primitives.py:
+      images of two 8 x 8 patterns, or ids from two vocabulary bands; 10 / 4 classes), same shapes."""
     if source not in ("cifar10", "conll2003"):
         raise DataError(f"unknown source surrogate {source!r}; choose cifar10 or conll2003")
     if split not in SOURCE_SPLITS:
         raise DataError(f"source '{source}': unknown split {split!r}; choose one of {', '.join(SOURCE_SPLITS)}")
+    if synthetic and demo:
+        n, key = min(n_synthetic, max_samples), SOURCE_SPLITS.index(split)
+        if source == "cifar10":
+            x, y = source_images(n, seed, key)
+            return SourceDataset(torch.from_numpy(x), y)
+        x, y = source_tokens(n, seed, key, vocab_size, seq_len)
+        return SourceDataset(torch.from_numpy(x), y, pad_id=SYNTHETIC_PAD_ID)
     if synthetic:
         return _synthetic_source(source, min(n_synthetic, max_samples), seed, vocab_size, seq_len, split)
     if data_dir is None:

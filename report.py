@@ -1,7 +1,7 @@
 """report.py: a runs folder -> the paper's tables and figures, side by side with the published numbers.
 
     python report.py runs/                      # writes the markdown report and report-figures/*.png into runs/
-    python report.py runs/ --out results/summary --no-curves
+    python report.py runs/ --out results/summary --no-curves   # results/ at the top, like runs/, is git-ignored
 
 Paper: Ma et al., "Learning Modality Knowledge Alignment for Cross-Modality Transfer", ICML 2024, arXiv 2406.18864.
 The published numbers are data in paper_results.json (each table cites its source); this file only reads runs.
@@ -439,7 +439,29 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{len(runs)} run(s) -> {out}" + (f" and {folder}{os.sep}" if figs else ""))
+    note = untracked_note(out)
+    if note:
+        print(note, file=sys.stderr)
     return 0
+
+
+def untracked_note(path: str) -> str | None:
+    """A note when `path` lies inside this repository where git neither tracks nor ignores it (a report would show
+    up in `git status`, ready to be committed by mistake); runs/ and a top-level results/ are ignored (.gitignore).
+    The report is still written where asked: an explicit --out is honoured."""
+    import subprocess
+    root = os.path.dirname(os.path.abspath(__file__))
+    full = os.path.abspath(path)
+    if os.path.commonpath([root, full]) != root:
+        return None
+    try:
+        r = subprocess.run(["git", "check-ignore", "-q", full], cwd=root, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if r.returncode != 1:                          # 0: ignored; 128: not a git checkout, or git failed
+        return None
+    return (f"note: {path} is inside the repository and git does not ignore it; write reports under runs/ or "
+            f"results/ (both git-ignored) to keep them out of commits")
 
 
 if __name__ == "__main__":

@@ -80,21 +80,40 @@ def _vocab_size(source) -> int:
     return int(source.source_embedder.embeddings.word_embeddings.num_embeddings)
 
 
+def tiny_stand_in(cfg: dict, spec, source) -> bool:
+    """--tiny on real task data: the synthetic source of the body's modality stands in for the surrogate when the
+    real one cannot serve: always for 1D (a tiny body's vocabulary cannot take the tokenizer's ids), for 2D when
+    --source-dir holds no CIFAR-10 batches (and no --download). Never for a real body: its surrogate is read, or
+    the run stops with one line."""
+    if cfg["synthetic_data"] or not source.tiny:
+        return False
+    if spec.source == "conll2003":
+        return True
+    return not cfg["download"] and not os.path.exists(os.path.join(cfg["source_dir"], "cifar-10-batches-py",
+                                                                    "data_batch_1"))
+
+
 def load_surrogate(cfg: dict, spec, source):
     """The labelled source surrogate {x_i^s, y_i^s} (§2.2, App. A.6): CIFAR-10 (2D) or CoNLL-2003 (1D), read from
-    --source-dir (default --data-dir). For CoNLL-2003 a missing file is reported before the tokenizer is looked
-    up (it needs the hub or a local folder), so the first message names what is really missing."""
+    --source-dir (default --data-dir); synthetic with --synthetic-data (--demo: readers/primitives.py's), and with
+    --tiny where the real one cannot serve (`tiny_stand_in`, said in one line). For CoNLL-2003 a missing file is
+    reported before the tokenizer is looked up (it needs the hub or a local folder), so the first message names
+    what is really missing."""
     import data
     from readers.sources import CONLL_FILES
-    kw = dict(synthetic=cfg["synthetic_data"], seed=cfg["seed"], download=cfg["download"])
+    stand_in = tiny_stand_in(cfg, spec, source)
+    kw = dict(synthetic=cfg["synthetic_data"] or stand_in, seed=cfg["seed"], download=cfg["download"],
+              demo=cfg["demo"])
+    if stand_in and int(os.environ.get("RANK", "0")) == 0:
+        name = {"cifar10": "CIFAR-10", "conll2003": "CoNLL-2003"}[spec.source]
+        why = ("a tiny body's vocabulary cannot take real text" if spec.source == "conll2003" else
+               f"{os.path.join(cfg['source_dir'], 'cifar-10-batches-py')} is not there")
+        print(f"source surrogate ({cfg['method']}): the synthetic {name} stand-in of readers/sources.py, because "
+              f"--tiny ({why}); it checks the pipeline, it holds no real source knowledge (a real body reads the "
+              f"real surrogate: README, 'Your own data')", flush=True)
     if spec.source == "conll2003":
-        if cfg["synthetic_data"]:                  # token ids inside the (tiny) body's vocabulary
+        if kw["synthetic"]:                        # token ids inside the (tiny) body's vocabulary
             kw["vocab_size"] = _vocab_size(source)
-        elif source.tiny:
-            raise RunError(f"--method {cfg['method']} on real 1D data reads the CoNLL-2003 source surrogate through "
-                           f"the body's tokenizer, whose ids a --tiny body ({_vocab_size(source)}-id vocabulary) "
-                           f"cannot take: drop --tiny (the real body), or use a method without a source surrogate "
-                           f"(--method finetune, finetune++, frozen, emb or scratch)")
         elif any(os.path.exists(os.path.join(cfg["source_dir"], "conll2003", f)) for f in CONLL_FILES["train"]):
             kw["tokenizer"] = tok = load_tokenizer(cfg)
             if len(tok) > _vocab_size(source):

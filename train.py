@@ -85,11 +85,13 @@ METHOD_FLAGS = dict(stage1_epochs=_S1, stage1_steps=_PHI_S1, stage1_batch_size=_
                     stage1_weight_decay=_S1, stage1_train_head=_PHI_S1, source_dir=("orca", "mona"),
                     **{k: ("mona",) for k in ("alpha", "lam", "inner_steps", "meta", "hvp", "cache_outer_grad",
                                               "outer_loss", "no_inner_loss")})
-# --demo: a tiny body pretrained for a few seconds on the synthetic source of its modality (support/demo.py), synthetic
-# data and a short schedule. A tiny body needs larger steps than the paper's pretrained ones: stage-2 lr 1e-3 with
-# a 1-epoch warm-up, and stage-1 lr 1e-3 (at the registry's 3e-5, 8 steps barely move φ). Explicit flags win.
-DEMO = dict(epochs=4, stage1_epochs=1, batch_size=8, accum=1, max_train_samples=64, lr=1e-3, warmup_epochs=1,
+# --demo: a tiny body pretrained for a few seconds on the synthetic source of its modality (support/demo.py), task
+# data made of the same primitives (readers/primitives.py; DEMO_SIZES train / val / test samples) and a short
+# schedule. A tiny body needs larger steps than the paper's pretrained ones: stage-2 lr 1e-3 with a 1-epoch
+# warm-up, and stage-1 lr 1e-3 (at the registry's 3e-5, one epoch of steps barely moves φ). Explicit flags win.
+DEMO = dict(epochs=4, stage1_epochs=1, batch_size=8, accum=1, lr=1e-3, warmup_epochs=1,
             stage1_lr=1e-3, source_per_class=2, orca_samples=64)
+DEMO_SIZES = (128, 64, 256)
 # --demo's α per modality, so that MoNA's meta term is a visible share of φ's gradient (stage-1 meta_ratio): at
 # the default α = 0.01 it is ~0.008 (2D) and ~0.0008 (1D), i.e. stage 1 is Emb's; the tiny 1D body's mixed
 # second derivative is ~100× smaller than the 2D one's, hence α = 1 there (meta_ratio ~0.1; 2D at 0.1: ~0.6)
@@ -109,6 +111,8 @@ def run(cfg: dict, progress: dict | None = None) -> dict:
     m = setup_machine(cfg)
     quiet_libraries(m, cfg)
     state = runs.saved_state(cfg, m)               # --resume / --stage 2: what an earlier run left in --out
+    if state.get("finished"):                      # --resume on a run that wrote its result.json: nothing to do
+        return runs.finished_result(cfg, m)
     method = METHODS[cfg["method"]]
 
     # The target task (Tables 8-11) and the model g_θ = h ∘ f ∘ e around the source body θ^S (§2.1, App. A.2)
@@ -152,7 +156,7 @@ def build_run(cfg: dict, m: dict):
     custom = {k: cfg[k] for k in ("target_kind", "patch_length") if cfg.get(k) is not None}   # --task custom
     td = data.load_task(cfg["task"], cfg["data_dir"], protocol=cfg["protocol"], synthetic=cfg["synthetic_data"],
                         download=cfg["download"], max_train_samples=cfg["max_train_samples"], seed=cfg["seed"],
-                        **custom)
+                        **custom, **(dict(demo=True, synthetic_sizes=DEMO_SIZES) if cfg["demo"] else {}))
     spec = td.spec
     if cfg["task"] == "custom" and m["main"]:
         print(data.describe_task(td), flush=True)     # what was inferred from the files
@@ -228,11 +232,25 @@ def resolve_config(args: argparse.Namespace) -> dict:
     if cfg["cache_outer_grad"] and cfg["meta"] != "taylor":
         raise RunError("--cache-outer-grad needs --meta taylor (the exact form needs ∇L_outer at θ_f*)")
     cfg["out"] = cfg["out"] or os.path.join("runs", f"{args.task}-{args.method}")
+    _check_out(cfg["out"])
     return cfg
+
+
+def _check_out(out: str) -> None:
+    """--out must be a folder, or a path a folder can be made at: a file there (or above it) stops the run before
+    any training, in one line, instead of after the first epoch when the first checkpoint is written."""
+    path = os.path.abspath(out)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        where = "is" if path == os.path.abspath(out) else f"lies under {path!r}, which is"
+        raise RunError(f"--out {out!r} {where} a file, not a folder: a run writes a folder of files (result.json, "
+                       f"metrics.jsonl, checkpoints); pass a folder path")
 
 
 def fill_from_spec(cfg: dict, spec) -> dict:
     """Stage-2 defaults from the task's registry row (Tables 9/11); flags the user gave win."""
+    epochs_given = cfg["epochs"] is not None
     if cfg["lr"] is None and cfg["tiny"] and cfg["task"] == "custom":
         cfg["lr"] = TINY_CUSTOM_LR
     for k in ("epochs", "batch_size", "accum", "lr", "weight_decay"):
@@ -240,10 +258,12 @@ def fill_from_spec(cfg: dict, spec) -> dict:
             cfg[k] = getattr(spec, k)
     cfg["optimizer"], cfg["momentum"], cfg["clip"] = spec.optimizer, spec.momentum, spec.clip
     cfg.setdefault("warmup_epochs", spec.warmup_epochs)   # ORCA's WarmupLR (--demo: 1 epoch)
-    # ORCA's linear decay reaches lr 0 at decay_epochs: by default the registry's length, stretched to the epochs
-    # run (else every epoch past it would train at lr 0); --demo decays over its own epochs; --decay-epochs wins
+    # ORCA's linear decay reaches lr 0 at decay_epochs: with --epochs N (and --demo) over the N epochs run, as a
+    # user who shortens a run expects the schedule to shorten with it; without --epochs the registry's length (the
+    # paper's commands, unchanged), at least the epochs run (else every epoch past it would train at lr 0);
+    # --decay-epochs wins
     if cfg.get("decay_epochs") is None:
-        cfg["decay_epochs"] = cfg["epochs"] if cfg["demo"] else max(spec.decay_epochs, cfg["epochs"])
+        cfg["decay_epochs"] = cfg["epochs"] if cfg["demo"] or epochs_given else max(spec.decay_epochs, cfg["epochs"])
     elif cfg["decay_epochs"] <= cfg["warmup_epochs"]:
         raise RunError(f"--decay-epochs {cfg['decay_epochs']} must exceed the task's warm-up of {cfg['warmup_epochs']} "
                        f"epochs (the lr rises over the warm-up, then decays linearly to 0 at --decay-epochs)")
@@ -316,8 +336,8 @@ def get_parser() -> argparse.ArgumentParser:
                         "body trains from scratch); metrics.jsonl's `lr` is the rate of each epoch's last optimizer step")
     g.add_argument("--weight-decay", type=cli.nonneg_float, default=None, help="Table 9/11 'Weight Decay'")
     g.add_argument("--decay-epochs", type=cli.pos_int, default=None,
-                   help="epochs over which ORCA's warm-up + linear decay takes the lr to 0 (default: the task's "
-                        "registry value, but at least --epochs, so no epoch trains at lr 0; --demo: --epochs)")
+                   help="epochs over which ORCA's warm-up + linear decay takes the lr to 0 (default: --epochs when "
+                        "given, so a shortened run decays over its own epochs; else the task's registry value)")
     g.add_argument("--max-train-samples", type=cli.pos_int, default=None, help="subsample the training split")
     g = p.add_argument_group("stage 1 (MoNA, Emb, ORCA; the other methods ignore these flags, with a note)")
     g.add_argument("--stage1-epochs", type=cli.pos_int, default=None,
@@ -353,9 +373,11 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--inner-steps", type=cli.pos_int, default=STAGE1_DEFAULTS["inner_steps"],
                    help="K virtual steps (Fig. 6c); the paper uses 1")
     g.add_argument("--meta", default=STAGE1_DEFAULTS["meta"], choices=["exact", "taylor"],
-                   help="exact: Eq. (7) differentiated through the virtual step; taylor: Eq. (9), App. A.3")
+                   help="exact: Eq. (7) differentiated through the virtual step; taylor: Eq. (9), App. A.3 (memory, "
+                        "FLOPs and the flags that fit each card: bench/README.md, 'The paper's scale')")
     g.add_argument("--hvp", default=STAGE1_DEFAULTS["hvp"], choices=["autograd", "finite_difference"],
-                   help="Hessian-vector product by double backward or by finite differences (DDP/flash-safe)")
+                   help="Hessian-vector product by double backward or by finite differences (DDP/flash-safe; "
+                        "memory per card: bench/README.md, 'The paper's scale')")
     g.add_argument("--cache-outer-grad", action="store_true",
                    help="taylor only: compute ∇θf L_outer(θ_f0) once (θ_f is fixed in stage 1) and reuse it")
     g.add_argument("--outer-loss", default=STAGE1_DEFAULTS["outer_loss"],

@@ -304,6 +304,21 @@ def _per_series_znormed(X, tol=1e-3):
     return all(abs(np.nanmean(ch)) < tol and abs(np.nanstd(ch) - 1) < 0.01 for x in X for ch in x)
 
 
+def find_sktime_data() -> str | None:
+    """The folder of sktime's bundled .ts files (sktime/datasets/data, holding OSULeaf/OSULeaf_TRAIN.ts, ...):
+    $SKTIME_DATA if it is a folder, else the installed sktime package's (pip install sktime==1.2.0), else None.
+    No fixed path: the real-file checks of the tests run wherever one of the two is there."""
+    env = os.environ.get("SKTIME_DATA")
+    if env:
+        return env if os.path.isdir(env) else None
+    import importlib.util
+    spec = importlib.util.find_spec("sktime")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "datasets", "data")
+    return folder if os.path.isdir(folder) else None
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -94,16 +94,35 @@ def _load_pickle(task: str, path: str, encoding: str = "ASCII"):
 
 
 def _load_npy(task: str, path: str, *, allow_pickle: bool = False, mmap: bool = True):
-    """np.load of a .npy (memory-mapped when possible); object arrays only when allow_pickle (data_dir files)."""
+    """np.load of a .npy (memory-mapped when possible); object arrays only when allow_pickle (data_dir files).
+    Without allow_pickle, a sound file of Python objects (dtype=object) gets its own line: it is not corrupted,
+    its values need a numeric dtype."""
     try:
         try:
             return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except ValueError as e:
-            if not (allow_pickle and "allow_pickle" in str(e)):
+            dtype = _npy_dtype(path)
+            if not (allow_pickle and dtype is not None and dtype.hasobject):
+                if dtype is not None and dtype.hasobject:
+                    raise DataError(f"task '{task}': {path} holds Python objects (dtype=object), which are not "
+                                    f"read (loading them runs pickle code); save the values as a numeric array, "
+                                    f"e.g. np.save(path, np.asarray(y, dtype=np.int64)) for class labels or "
+                                    f"dtype=np.float32 for values") from None
                 raise
             return np.load(path, allow_pickle=True, encoding="bytes")
     except _PICKLE_ERRORS as e:
         raise _corrupt(task, path, "a .npy array", e) from None
+
+
+def _npy_dtype(path: str):
+    """The dtype in a .npy file's header, or None when the header cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            return read(f)[2]
+    except (ValueError, OSError, EOFError):
+        return None
 
 
 def _npz_arrays(task: str, path: str, keys: tuple) -> dict:

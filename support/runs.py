@@ -52,9 +52,32 @@ def saved_state(cfg: dict, m: dict) -> dict:
             raise RunError(f"{out} already holds a run (last.pt): pass --resume to continue it, or another --out")
         cfg["backbone"] = cfg["backbone"] or state["config"].get("backbone")
         check_same_run(state["config"], cfg, out, given_only=True)   # before the task is read with other flags
+        if cfg["resume"] and finished(cfg):
+            state["finished"] = True
     elif cfg["resume"] and m["main"]:
         print(f"note: --resume but no {last} yet; starting from the beginning", file=sys.stderr)
     return state
+
+
+def finished(cfg: dict) -> bool:
+    """--out holds the result.json of a run of the same stage(s): written last, so that run is complete."""
+    try:
+        with open(os.path.join(cfg["out"], "result.json")) as f:
+            return json.load(f).get("config", {}).get("stage") == cfg["stage"]
+    except (OSError, ValueError):
+        return False
+
+
+def finished_result(cfg: dict, m: dict) -> dict:
+    """--resume on a finished run: say so and change nothing (result.json, metrics.jsonl, checkpoints stay)."""
+    path = os.path.join(cfg["out"], "result.json")
+    with open(path) as f:
+        result = json.load(f)
+    if m["main"]:
+        score = f": test {result['metric']} = {result['test']:.4g}" if "test" in result else ""
+        print(f"{cfg['out']} is a finished run ({path}{score}); --resume has nothing to continue and changed "
+              f"nothing (another --out starts a new run)", flush=True)
+    return result
 
 
 def restore(state: dict, cfg: dict, model, has_stage1: bool) -> None:

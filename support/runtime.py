@@ -66,6 +66,11 @@ def setup_machine(cfg: dict) -> dict:
     device = torch.device(f"cuda:{local}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(device)
+    elif cfg.get("tiny") and "OMP_NUM_THREADS" not in os.environ:
+        # a tiny body's matrices are too small to share among threads: one thread is as fast on an idle CPU and
+        # many times faster on a busy one (a demo's stage 1 took 1.6 s with one thread, 21 s with two while two
+        # other jobs held both cores: bench/README.md, "Demo"); OMP_NUM_THREADS, when set, decides instead
+        torch.set_num_threads(1)
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
     if cfg["precision"] == "bf16" and not use_cuda and rank == 0:

@@ -2,7 +2,8 @@
 (bench/ucr.py), and the CoNLL-2003-format source surrogate (bench/conll_surrogate.py). Oracles: tiny .ts files
 written here with known values, numpy's own interpolation, the repository's readers (data.get_task /
 load_task for custom folders, sources.conll_mentions and data.load_source_surrogate for CoNLL files).
-The checks on the real UCR files run only where they are unpacked (/tmp/wheels); the rest always runs."""
+The checks on the real UCR files run only where sktime's data folder is found (ucr.find_sktime_data: $SKTIME_DATA or
+an installed sktime); the rest always runs."""
 import json
 import os
 import subprocess
@@ -18,8 +19,6 @@ import conll_surrogate as cs  # noqa: E402
 import data  # noqa: E402
 from readers import sources  # noqa: E402
 import ucr  # noqa: E402
-
-SKTIME_DATA = "/tmp/wheels/x/sk/sktime/datasets/data"
 
 
 def _write(path, text):
@@ -192,10 +191,28 @@ BENCH = {"osuleaf": ((200, 1, 427), (242, 1, 427), 6), "basicmotions": ((40, 6, 
          "japanesevowels": ((270, 12, 26), (370, 12, 26), 9), "tecator": ((172, 1, 100), (43, 1, 100), None)}
 
 
+def test_sktime_data_is_found_without_a_fixed_path(tmp_path, monkeypatch):
+    """The real-file checks find sktime's data from $SKTIME_DATA or an installed sktime package, not from a fixed
+    temporary path that only one machine had."""
+    import importlib.util
+    monkeypatch.setenv("SKTIME_DATA", str(tmp_path))
+    assert ucr.find_sktime_data() == str(tmp_path)
+    monkeypatch.setenv("SKTIME_DATA", str(tmp_path / "missing"))
+    assert ucr.find_sktime_data() is None
+    monkeypatch.delenv("SKTIME_DATA")
+    pkg = tmp_path / "site" / "sktime"
+    (pkg / "datasets" / "data" / "OSULeaf").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    importlib.invalidate_caches()
+    assert ucr.find_sktime_data() == str(pkg / "datasets" / "data")
+
+
 def test_real_benchmark_folders(tmp_path, capsys):
-    if not os.path.isdir(SKTIME_DATA):
-        pytest.skip(f"the unpacked sktime data sets are not here ({SKTIME_DATA}); "
-                    "the written-file tests cover the reader")
+    SKTIME_DATA = ucr.find_sktime_data()
+    if SKTIME_DATA is None:
+        pytest.skip("sktime's data sets are not here: set SKTIME_DATA to sktime/datasets/data (an unpacked "
+                    "sktime-1.2.0 wheel) or pip install sktime==1.2.0; the written-file tests cover the reader")
     ucr.main([SKTIME_DATA, str(tmp_path)])
     printed = capsys.readouterr().out
     for name, (trs, tes, k) in BENCH.items():

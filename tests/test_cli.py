@@ -229,10 +229,9 @@ def test_tokenizer_without_a_hub_fails_at_once_with_suggestions_that_work(tmp_pa
 
 
 def test_custom_1d_task_without_a_surrogate_says_what_to_put_where(tmp_path, capsys, monkeypatch):
-    """MoNA / ORCA on your own 1D data need the CoNLL-2003 surrogate: with a body that has a tokenizer (a local
-    Hugging Face folder here) the message names --source-dir and the file it needs; with a --tiny body, which
-    cannot read real text, it says to drop --tiny or pick a method without a surrogate. Neither suggests what
-    --task custom refuses (--synthetic-data, --demo)."""
+    """MoNA / ORCA on your own 1D data with a real body (a local Hugging Face folder with a tokenizer) need the
+    CoNLL-2003 surrogate: the message names --source-dir and the file it needs, and never falls back on synthetic
+    data; it does not suggest what --task custom refuses (--synthetic-data, --demo)."""
     import transformers
     import backbones
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -240,15 +239,77 @@ def test_custom_1d_task_without_a_surrogate_says_what_to_put_where(tmp_path, cap
     config = transformers.RobertaConfig(**backbones.BACKBONES["roberta_base"].tiny)
     transformers.RobertaForMaskedLM(config).save_pretrained(tmp_path / "body")
     for method in ("mona", "orca"):
-        for body, needles in ((["--backbone", str(tmp_path / "body")], ("--source-dir", "conll2003/eng.train")),
-                              (["--tiny"], ("drop --tiny", "--method finetune"))):
-            rc = train.main(["--task", "custom", "--data-dir", d, "--method", method, *body, "--epochs", "1",
-                             "--source-dir", str(tmp_path / "src"), "--out", str(tmp_path / method), "--no-progress"])
-            err = capsys.readouterr().err
-            line = [ln for ln in err.splitlines() if ln.startswith("error:")]
-            assert rc == 2 and len(line) == 1 and "Traceback" not in err, err
-            assert all(n in line[0] for n in needles), line[0]
-            assert "--synthetic-data" not in line[0] and "--demo" not in line[0], line[0]
+        rc = train.main(["--task", "custom", "--data-dir", d, "--method", method, "--backbone", str(tmp_path / "body"),
+                         "--epochs", "1", "--source-dir", str(tmp_path / "src"), "--out", str(tmp_path / method),
+                         "--no-progress"])
+        out, err = capsys.readouterr()
+        line = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert rc == 2 and len(line) == 1 and "Traceback" not in err, err
+        assert "--source-dir" in line[0] and "conll2003/eng.train" in line[0], line[0]
+        assert "--synthetic-data" not in line[0] and "--demo" not in line[0], line[0]
+        assert "stand-in" not in out + err
+
+
+def write_custom_2d(folder, n_train=24, n_test=12, classes=3, seed=0):
+    """A small custom 2D classification task (N, 1, 12, 12) as .npy files."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = np.arange(n) % classes
+        x = rng.normal(size=(n, 1, 12, 12)).astype(np.float32) + y[:, None, None, None]
+        np.save(os.path.join(folder, f"{split}_x.npy"), x)
+        np.save(os.path.join(folder, f"{split}_y.npy"), y.astype(np.int64))
+    return str(folder)
+
+
+@pytest.mark.parametrize("dim", ["1d", "2d"])
+def test_tiny_mona_and_orca_on_your_own_data_run_offline_on_the_synthetic_stand_in(tmp_path, capsys, dim):
+    """--tiny on your own data: with no surrogate files, the synthetic source of the body's modality stands in
+    for MoNA's and ORCA's surrogate (a tiny body cannot read real text; no CIFAR-10 batches in --source-dir), and
+    one line says so."""
+    d = write_custom(tmp_path / "task") if dim == "1d" else write_custom_2d(tmp_path / "task")
+    for method in ("mona", "orca"):
+        out = str(tmp_path / method)
+        rc = train.main(["--task", "custom", "--data-dir", d, "--method", method, "--tiny", "--epochs", "1",
+                         *(["--stage1-steps", "2"] if method == "mona" else ["--stage1-epochs", "1"]),
+                         "--source-dir", str(tmp_path / "src"), "--out", out, "--no-progress"])
+        printed = capsys.readouterr().out
+        assert rc == 0 and os.path.exists(os.path.join(out, "result.json"))
+        name = "CoNLL-2003" if dim == "1d" else "CIFAR-10"
+        assert f"the synthetic {name} stand-in" in printed and "--tiny" in printed, printed
+
+
+# -------------------------------------------------------------------------------------------------------------
+# 13. --out naming a file; --resume on a finished run
+# -------------------------------------------------------------------------------------------------------------
+def test_out_naming_a_file_is_one_line_before_any_training(tmp_path, capsys):
+    """--out naming an existing file (or a path below one) stops at once, one line, exit 2, no epoch trained (it
+    used to train a whole epoch, then die with a FileExistsError traceback); the file is untouched."""
+    f = tmp_path / "notes.txt"
+    f.write_text("mine")
+    for out in (f, f / "run"):
+        rc = train.main(["--task", "cifar100", "--method", "finetune", *FAST, "--out", str(out)])
+        printed, err = capsys.readouterr()
+        assert rc == 2 and "is a file" in one_line(err) and "--out" in err, err
+        assert "epoch=" not in printed
+    assert f.read_text() == "mine"
+
+
+def test_resume_on_a_finished_run_says_so_and_changes_nothing(tmp_path, capsys):
+    """--resume on a run that wrote its result.json: exit 0, one line saying it is finished, and every file in
+    --out untouched (result.json was rewritten before)."""
+    rc, out = run_main(tmp_path, "--task", "cifar100", "--method", "finetune")
+    assert rc == 0
+    before = {n: (os.stat(os.path.join(out, n)).st_mtime_ns, open(os.path.join(out, n), "rb").read())
+              for n in sorted(os.listdir(out))}
+    capsys.readouterr()
+    time.sleep(0.01)
+    rc, _ = run_main(tmp_path, "--task", "cifar100", "--method", "finetune", "--resume")
+    printed = capsys.readouterr().out
+    assert rc == 0 and "finished run" in printed and "epoch=" not in printed, printed
+    after = {n: (os.stat(os.path.join(out, n)).st_mtime_ns, open(os.path.join(out, n), "rb").read())
+             for n in sorted(os.listdir(out))}
+    assert after == before
 
 
 def test_source_dir_defaults_to_the_data_dir():

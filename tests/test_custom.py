@@ -363,3 +363,22 @@ def test_default_patch_length_makes_a_sine_task_learnable(tmp_path):
     with torch.no_grad():
         err = (model.eval()(xt).argmax(1) != yt).float().mean().item()
     assert err < 0.25, err                                                      # chance: 0.667
+
+
+def test_object_dtype_labels_are_named_not_called_corrupted(tmp_path, capsys):
+    """Labels saved with dtype=object (np.save of a Python list of objects) are a sound file: the one line says what
+    the dtype is and how to save the values, not "truncated or corrupted?"; exit 2, no traceback."""
+    import train
+    d = tmp_path / "t"
+    d.mkdir()
+    for split in ("train", "test"):
+        np.save(d / f"{split}_x.npy", np.random.default_rng(0).normal(size=(12, 1, 16)).astype(np.float32))
+        np.save(d / f"{split}_y.npy", np.array([i % 3 for i in range(12)], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError) as e:
+        load_task("custom", str(d))
+    assert "dtype=object" in str(e.value) and "corrupted" not in str(e.value)
+    rc = train.main(["--task", "custom", "--data-dir", str(d), "--method", "finetune", "--tiny", "--no-progress",
+                     "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "dtype=object" in err and "np.int64" in err and "corrupted" not in err

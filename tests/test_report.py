@@ -278,3 +278,17 @@ def test_end_to_end_train_demo_then_report(tmp_path):
         assert f"| `cifar100-{m}` | cifar100 | {m} | 3 |" in md
         drawn(runs / "report-figures" / "curves" / f"cifar100-{m}.png")
     drawn(runs / "report-figures" / "heatmap_table2.png")
+
+
+def test_report_out_in_the_repository_stays_out_of_commits():
+    """The documented `report.py runs/ --out results/summary` writes into the repository: git ignores it (a top-level
+    results/, with its report-figures/), while bench/results stays tracked; any other path inside the repository
+    that git does not ignore gets a note, and the explicit --out is still honoured."""
+    for path in ("results/summary", "results/report-figures/t.png"):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0, path
+    assert subprocess.run(["git", "check-ignore", "-q", "bench/results/demo.md"], cwd=ROOT).returncode == 1
+    assert report.untracked_note(os.path.join(ROOT, "results", "summary")) is None
+    assert report.untracked_note(os.path.join(ROOT, "runs", "report.md")) is None
+    note = report.untracked_note(os.path.join(ROOT, "my-summary"))
+    assert note and "git does not ignore" in note
+    assert report.untracked_note("/tmp/elsewhere/report.md") is None

@@ -5,6 +5,7 @@ run; a half-finished stage 1, a finished stage 2 or a changed configuration is n
 stops cleanly; bad arguments give one line and exit 2; mean accumulation averages each step's micro-batches;
 ORCA's pseudo-labels; a 2-process gloo run (torchrun) works."""
 import copy
+import itertools
 import json
 import os
 import subprocess
@@ -296,9 +297,11 @@ def test_decay_epochs_is_honoured(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv, expected", [([], 200), (["--epochs", "250"], 250), (["--decay-epochs", "30"], 30),
-                                            (["--demo"], 4)])
+                                            (["--demo"], 4), (["--epochs", "3"], 3),
+                                            (["--epochs", "3", "--decay-epochs", "20"], 20)])
 def test_decay_length_rule(argv, expected):
-    """Default: the registry's decay length (ECG: 200), but at least the epochs run; --demo: its epochs;
+    """Without --epochs: the registry's decay length (ECG: 200), at least the epochs run; --epochs N alone: over
+    the N epochs (a shortened run used to keep the registry's decay and end near the full lr); --demo: its epochs;
     --decay-epochs wins."""
     import data
     cfg = train.resolve_config(train.get_parser().parse_args(["--task", "ecg", "--method", "finetune", *argv]))
@@ -341,6 +344,31 @@ def test_demo_mona_and_emb_embedders_differ(tmp_path, task):
     assert diff > 1e-4
     (row,) = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     assert row["meta_ratio"] > 0.05                   # ‖λ·meta term‖ / ‖∇_φ L_inner‖: the meta term weighs
+
+
+def test_demo_data_share_primitives_across_the_modality_gap_and_synthetic_data_stays_plain():
+    """--demo's target classes are pairs of the source's primitives that are not source classes, in another form;
+    its data are deterministic, in the task's shapes, and the tiny 2D body matches their 32 px; --synthetic-data
+    keeps the plain per-task data every test relies on; the demo body's cache key carries VERSION."""
+    import data
+    from readers import primitives as P
+    from support import demo
+    for dim in ("2d", "1d"):
+        tgt = P.target_pairs(dim, 100)
+        assert len(tgt) == P.MAX_CLASSES and not {frozenset(p) for p in tgt} & {frozenset(p) for p in P.SOURCE_PAIRS[dim]}
+        assert set(itertools.chain(*tgt)) <= set(range(P.N_PRIMITIVES[dim]))
+    for task in ("cifar100", "ecg"):
+        td = data.load_task(task, synthetic=True, demo=True, protocol="paper", synthetic_sizes=(8, 4, 8))
+        x, y = td.train[3]
+        assert isinstance(td.train, P.PrimitiveTask) and tuple(x.shape) == td.spec.input_shape
+        assert 0 <= int(y) < P.MAX_CLASSES and torch.equal(x, td.train[3][0]) and int(y) == td.train.labels[3]
+        plain = data.load_task(task, synthetic=True, protocol="paper")
+        assert isinstance(plain.train, data.SyntheticDataset)
+    src = data.load_source_surrogate("cifar10", synthetic=True, demo=True, n_synthetic=20)
+    assert tuple(src[0][0].shape) == (3, 32, 32) and sorted(set(src.labels.tolist())) == list(range(10))
+    ids = data.load_source_surrogate("conll2003", synthetic=True, demo=True, n_synthetic=8, vocab_size=1000)
+    assert ids[0][0].shape == (32,) and ids.pad_id not in ids[0][0].tolist()
+    assert f"-v{demo.VERSION}-" in demo.demo_body("swin_base") and demo.VERSION >= 2
 
 
 def test_demo_body_cache_tolerates_concurrent_writers(tmp_path):
