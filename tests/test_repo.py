@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_LINES = 600
 MAX_TOP_LEVEL = 14
 FOLDERS = ("readers", "support")          # the only packages beside the top-level modules
-WRITTEN = {"report.md", "results.md", "sweep.md", "probe.md"}   # written by report.py and bench/, not documents
+WRITTEN = {"report.md", "results.md", "sweep.md", "probe.md", "regime.md"}   # written by report.py and bench/, not documents
 
 
 def repo_files() -> list[str]:
