@@ -57,8 +57,8 @@ from torch.func import functional_call
 
 import losses
 import meta
-from support.runtime import (RunError, all_reduce_mean_, autocast, barrier, check_finite, epoch_seed, make_loader,
-                             progress, seed_everything)
+from support.runtime import (RunError, all_reduce_mean_, autocast, barrier, check_finite, epoch_seed, is_main_process,
+                             make_loader, progress, seed_everything)
 
 META_RATIO = ("meta_ratio = ‖λ·meta term‖ / ‖∇_φ L_inner‖: the weight of MoNA's alignment term "
               "λ·dL_outer(θ_f − α∇L_inner)/dφ against the task-loss gradient of φ (near 0: stage 1 acts as Emb's)")
@@ -104,7 +104,7 @@ def load_surrogate(cfg: dict, spec, source):
     stand_in = tiny_stand_in(cfg, spec, source)
     kw = dict(synthetic=cfg["synthetic_data"] or stand_in, seed=cfg["seed"], download=cfg["download"],
               demo=cfg["demo"])
-    if stand_in and int(os.environ.get("RANK", "0")) == 0:
+    if stand_in and is_main_process():
         name = {"cifar10": "CIFAR-10", "conll2003": "CoNLL-2003"}[spec.source]
         why = ("a tiny body's vocabulary cannot take real text" if spec.source == "conll2003" else
                f"{os.path.join(cfg['source_dir'], 'cifar-10-batches-py')} is not there")

@@ -42,7 +42,7 @@ from readers.custom import CUSTOM_DEFAULTS
 from stage1 import stage1, stage1_epochs_for
 from stage2 import final_result, stage2
 from support import cli, demo, runs
-from support.runtime import RunError, quiet_libraries, seed_everything, setup_machine
+from support.runtime import RunError, is_main_process, quiet_libraries, seed_everything, setup_machine
 
 
 # --------------------------------------------------------------------------------------------------
@@ -415,7 +415,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = get_parser().parse_args(argv)                   # a bad flag: one line, exit 2
     note = unread_flags_note(args)
-    if note and cli.is_main_process():
+    if note and is_main_process():
         print(note, file=sys.stderr)
     progress: dict = {}
     return cli.run_command(lambda: run(resolve_config(args), progress),

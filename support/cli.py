@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 
 import torch
 
-from support.runtime import NonFiniteLoss, RunError
+from support.runtime import NonFiniteLoss, RunError, is_main_process
 
 EXIT_USAGE, EXIT_NONFINITE, EXIT_INTERRUPTED = 2, 3, 130     # 130 = 128 + SIGINT, the shell's code for Ctrl-C
 
@@ -99,10 +98,6 @@ def expected_errors(*extra) -> tuple:
     import predictors
     return (RunError, backbones.BackboneError, data.DataError, embedders.EmbedderError, predictors.PredictorError,
             losses.LossError, meta.MetaGradError, *extra)
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def run_command(body, interrupted=None) -> int:

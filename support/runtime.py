@@ -56,6 +56,11 @@ def epoch_seed(cfg: dict, stage: int, epoch: int) -> int:
 # --------------------------------------------------------------------------------------------------
 # Devices and distribution (torchrun)
 # --------------------------------------------------------------------------------------------------
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (RANK), or a single process: the one that prints."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def setup_machine(cfg: dict) -> dict:
     """Device and (under torchrun) the process group: NCCL on GPUs, gloo on CPUs."""
     if cfg["device"] == "cuda" and not torch.cuda.is_available():
