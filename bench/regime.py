@@ -432,9 +432,9 @@ def report(records: list, reference: dict | None = None, source: str = "bench/re
             "Per task and regime, the per-seed difference in target error over the seeds both methods share "
             "(< 0: MoNA lower), its mean, a 95 % t interval (scipy.stats.t, n − 1 degrees of freedom) and a 95 % "
             "percentile bootstrap interval over seeds (10,000 resamples). Verdict: helps (both intervals below 0), "
-            "hurts (both above 0), else cannot tell. With 3 tasks × regimes × 2 comparisons × 2 epochs, a few "
-            "intervals miss 0 by chance alone; with 3-5 seeds the bootstrap interval is too narrow, which is why "
-            "both must agree.", "",
+            f"hurts (both above 0), else cannot tell. With {len(tasks)} tasks × {len(lrs)} regimes × 2 comparisons "
+            "× 2 epochs, a few intervals miss 0 by chance alone; with 3-5 seeds the bootstrap interval is too "
+            "narrow, which is why both must agree.", "",
             "| task | lr | comparison | epoch | n | mean | t interval | bootstrap | verdict |", "|---" * 9 + "|"]
     for t in tasks:
         for lr in lrs:
