@@ -36,6 +36,11 @@ def kill_after(at: str):
 
 
 if __name__ == "__main__":                          # python tests/run_hooks.py STAGE:EPOCH <train.py flags>
+    import signal
+
     import train
+    # Ctrl-C raises KeyboardInterrupt, as in a terminal, even when the tests were started as a background job
+    # (`pytest &` in a script), whose children inherit SIGINT ignored and so never see the test's SIGINT
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with mock.patch.object(runs.RunLog, "log", _after(sys.argv[1], lambda: time.sleep(120))):
         sys.exit(train.main(sys.argv[2:]))
