@@ -112,7 +112,7 @@ def run(cfg: dict, progress: dict | None = None) -> dict:
     quiet_libraries(m, cfg)
     state = runs.saved_state(cfg, m)               # --resume / --stage 2: what an earlier run left in --out
     if state.get("finished"):                      # --resume on a run that wrote its result.json: nothing to do
-        return runs.finished_result(cfg, m)
+        return runs.finished_result(cfg, m, state["finished"])
     method = METHODS[cfg["method"]]
 
     # The target task (Tables 8-11) and the model g_θ = h ∘ f ∘ e around the source body θ^S (§2.1, App. A.2)

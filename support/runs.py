@@ -52,27 +52,29 @@ def saved_state(cfg: dict, m: dict) -> dict:
             raise RunError(f"{out} already holds a run (last.pt): pass --resume to continue it, or another --out")
         cfg["backbone"] = cfg["backbone"] or state["config"].get("backbone")
         check_same_run(state["config"], cfg, out, given_only=True)   # before the task is read with other flags
-        if cfg["resume"] and finished(cfg):
-            state["finished"] = True
+        result = finished(cfg) if cfg["resume"] else None
+        if result is not None:
+            state["finished"] = result               # train.run reports it and stops (finished_result)
     elif cfg["resume"] and m["main"]:
         print(f"note: --resume but no {last} yet; starting from the beginning", file=sys.stderr)
     return state
 
 
-def finished(cfg: dict) -> bool:
-    """--out holds the result.json of a run of the same stage(s): written last, so that run is complete."""
+def finished(cfg: dict) -> dict | None:
+    """--out's result.json when it is of a run of the same stage(s) (written last, so that run is complete),
+    else None."""
     try:
         with open(os.path.join(cfg["out"], "result.json")) as f:
-            return json.load(f).get("config", {}).get("stage") == cfg["stage"]
+            result = json.load(f)
     except (OSError, ValueError):
-        return False
+        return None
+    return result if result.get("config", {}).get("stage") == cfg["stage"] else None
 
 
-def finished_result(cfg: dict, m: dict) -> dict:
-    """--resume on a finished run: say so and change nothing (result.json, metrics.jsonl, checkpoints stay)."""
+def finished_result(cfg: dict, m: dict, result: dict) -> dict:
+    """--resume on a finished run (`result`: its result.json): say so and change nothing (result.json,
+    metrics.jsonl, checkpoints stay)."""
     path = os.path.join(cfg["out"], "result.json")
-    with open(path) as f:
-        result = json.load(f)
     if m["main"]:
         score = f": test {result['metric']} = {result['test']:.4g}" if "test" in result else ""
         print(f"{cfg['out']} is a finished run ({path}{score}); --resume has nothing to continue and changed "
