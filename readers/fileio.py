@@ -100,27 +100,32 @@ def _load_npy(task: str, path: str, *, allow_pickle: bool = False, mmap: bool = 
     try:
         try:
             return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except ValueError as e:
+        except ValueError:
             dtype = _npy_dtype(path)
-            if not (allow_pickle and dtype is not None and dtype.hasobject):
-                if dtype is not None and dtype.hasobject:
-                    raise DataError(f"task '{task}': {path} holds Python objects (dtype=object), which are not "
-                                    f"read (loading them runs pickle code); save the values as a numeric array, "
-                                    f"e.g. np.save(path, np.asarray(y, dtype=np.int64)) for class labels or "
-                                    f"dtype=np.float32 for values") from None
+            if dtype is None or not dtype.hasobject:
                 raise
+            if not allow_pickle:
+                raise DataError(f"task '{task}': {path} holds Python objects (dtype=object), which are not "
+                                f"read (loading them runs pickle code); save the values as a numeric array, "
+                                f"e.g. np.save(path, np.asarray(y, dtype=np.int64)) for class labels or "
+                                f"dtype=np.float32 for values") from None
             return np.load(path, allow_pickle=True, encoding="bytes")
     except _PICKLE_ERRORS as e:
         raise _corrupt(task, path, "a .npy array", e) from None
+
+
+def _npy_header(f) -> tuple:
+    """(shape, fortran_order, dtype) from the .npy header at f's position; f is left at the array's data."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(f)
 
 
 def _npy_dtype(path: str):
     """The dtype in a .npy file's header, or None when the header cannot be read."""
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            return read(f)[2]
+            return _npy_header(f)[2]
     except (ValueError, OSError, EOFError):
         return None
 
@@ -146,10 +151,7 @@ def _npz_arrays(task: str, path: str, keys: tuple) -> dict:
                         n_name, n_extra = struct.unpack("<HH", f.read(30)[26:30])
                         start = info.header_offset + 30 + n_name + n_extra
                         f.seek(start)
-                        version = np.lib.format.read_magic(f)
-                        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                else np.lib.format.read_array_header_2_0)
-                        shape, fortran, dtype = read(f)
+                        shape, fortran, dtype = _npy_header(f)
                         offset = f.tell()
                     if dtype.hasobject:
                         raise ValueError(f"member {k} holds Python objects")
