@@ -83,7 +83,7 @@ import predictors  # noqa: E402
 import stage1  # noqa: E402
 import train  # noqa: E402
 from stage2 import make_optimizer  # noqa: E402
-from support.runtime import autocast  # noqa: E402
+from support.runtime import autocast, write_text_atomic  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "scale.json")
 GiB = 2 ** 30
@@ -736,7 +736,7 @@ def main(argv=None) -> int:
         for task in sorted(tasks, key=lambda t: data.TASKS[t].dim):     # one body at a time
             mine += task_records(task)
             old = _merged(args.out, mine)       # the file's other tasks kept: runs over other tasks may write too
-            _write(args.out, old)
+            write_text_atomic(json.dumps(old, indent=1), args.out)
         old["summary"] = summary(old["records"])
         old["seconds"] = round(time.time() - t_start, 1)
     old["settings"] = dict(utilisation=UTIL, peak_flops=CARDS, reference_card=REFERENCE, cuda_block=CUDA_BLOCK,
@@ -744,7 +744,7 @@ def main(argv=None) -> int:
                            usable_bytes={f"{gb}GB": usable_bytes(gb) for gb in CARD_GB},
                            n_train={k: v[0] for k, v in N_TRAIN.items()},
                            n_train_source={k: v[1] for k, v in N_TRAIN.items()}, torch=torch.__version__)
-    _write(args.out, old)
+    write_text_atomic(json.dumps(old, indent=1), args.out)
     print(f"wrote {args.out} ({time.time() - t_start:.0f} s)")
     return 0
 
@@ -758,14 +758,6 @@ def _merged(path: str, records: list) -> dict:
     tasks = {r["task"] for r in records}
     cur["records"] = [r for r in cur.get("records", []) if r["task"] not in tasks] + records
     return cur
-
-
-def _write(path: str, obj: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
